@@ -1,0 +1,42 @@
+//! SecuMon: infrastructure monitoring inside PostgreSQL.
+//!
+//! This file only wires things together: the SQL files, the settings (GUCs) and the
+//! background workers. Each capability lives in its own module.
+
+use pgrx::prelude::*;
+
+mod gucs;
+mod storage;
+mod worker;
+
+::pgrx::pg_module_magic!(name, version);
+
+// The hand-written schema. Order matters: later files use earlier objects.
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
+extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage"]);
+extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
+
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    // Workers can only be registered while the library is preloaded by the postmaster.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register_all();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'secumon'"]
+    }
+}

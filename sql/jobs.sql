@@ -1,0 +1,134 @@
+-- Scheduled jobs: one row per job, run by the background worker named in `worker`.
+
+CREATE TABLE secumon._jobs (
+    job_name          text PRIMARY KEY,
+    worker            text NOT NULL,
+    function_name     regproc NOT NULL,
+    description       text NOT NULL,
+    schedule_interval interval NOT NULL CHECK (schedule_interval >= interval '1 second'),
+    enabled           boolean NOT NULL DEFAULT true,
+    next_run          timestamptz NOT NULL DEFAULT now(),
+    last_run          timestamptz,
+    last_duration     interval,
+    last_success      timestamptz,
+    last_result       text,
+    last_error        text,
+    last_error_at     timestamptz,
+    runs              bigint NOT NULL DEFAULT 0,
+    failures          bigint NOT NULL DEFAULT 0,
+    consecutive_failures integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE secumon._jobs IS 'Job schedule and run state; read it through secumon.jobs, change it with secumon.alter_job().';
+
+INSERT INTO secumon._jobs (job_name, worker, function_name, description, schedule_interval) VALUES
+    ('partition_upkeep', 'maintenance', 'secumon._partition_upkeep',
+     'Creates daily partitions ahead of time and moves rows out of default partitions', '1 minute');
+
+CREATE VIEW secumon.jobs AS
+SELECT job_name, description, worker, schedule_interval, enabled,
+       last_run, last_duration, last_success, last_result, last_error, last_error_at,
+       next_run, runs, failures, consecutive_failures
+FROM secumon._jobs
+ORDER BY job_name;
+COMMENT ON VIEW secumon.jobs IS 'Every scheduled job with its interval, last run, last success, last error and next run.';
+
+-- Runs a job now and records the outcome; never raises for a failure of the job itself, so a
+-- worker can run the next job. A failed job is retried after min(schedule_interval, backoff).
+CREATE FUNCTION secumon._run_job_recorded(job text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j secumon._jobs%ROWTYPE;
+    started timestamptz := clock_timestamp();
+    result text;
+    err text;
+    err_state text;
+BEGIN
+    SELECT * INTO j FROM secumon._jobs WHERE job_name = job FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown job "%"', job
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT job_name FROM secumon.jobs lists the jobs.';
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT %s()', j.function_name::text) INTO result;
+        UPDATE secumon._jobs
+           SET last_run = started, last_duration = clock_timestamp() - started,
+               last_success = clock_timestamp(), last_result = result, last_error = NULL,
+               runs = runs + 1, consecutive_failures = 0,
+               next_run = greatest(started + schedule_interval, clock_timestamp())
+         WHERE job_name = job;
+        RETURN 'success: ' || coalesce(result, '');
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err = MESSAGE_TEXT, err_state = RETURNED_SQLSTATE;
+        UPDATE secumon._jobs
+           SET last_run = started, last_duration = clock_timestamp() - started,
+               last_error = format('%s (SQLSTATE %s)', err, err_state), last_error_at = clock_timestamp(),
+               runs = runs + 1, failures = failures + 1, consecutive_failures = consecutive_failures + 1,
+               next_run = clock_timestamp() + least(schedule_interval,
+                              interval '1 second' * (2 ^ least(consecutive_failures + 1, 8)))
+         WHERE job_name = job;
+        RAISE WARNING 'secumon job % failed: % (SQLSTATE %)', job, err, err_state;
+        RETURN format('failed: %s (SQLSTATE %s)', err, err_state);
+    END;
+END
+$$;
+
+CREATE FUNCTION secumon.run_job(job_name text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+RETURN secumon._run_job_recorded(job_name);
+COMMENT ON FUNCTION secumon.run_job(text) IS 'Runs a job now, records the outcome in secumon.jobs and returns "success: ..." or "failed: ...".';
+
+CREATE FUNCTION secumon.alter_job(job_name text, schedule_interval interval DEFAULT NULL,
+                                  enabled boolean DEFAULT NULL, next_run timestamptz DEFAULT NULL)
+RETURNS SETOF secumon.jobs
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF schedule_interval IS NOT NULL AND schedule_interval < interval '1 second' THEN
+        RAISE EXCEPTION 'schedule_interval must be at least 1 second, got %', schedule_interval
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE secumon._jobs j
+       SET schedule_interval = coalesce(alter_job.schedule_interval, j.schedule_interval),
+           enabled = coalesce(alter_job.enabled, j.enabled),
+           next_run = coalesce(alter_job.next_run,
+                               CASE WHEN alter_job.schedule_interval IS NOT NULL
+                                    THEN least(j.next_run, coalesce(j.last_run, now()) + alter_job.schedule_interval)
+                                    ELSE j.next_run END)
+     WHERE j.job_name = alter_job.job_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown job "%"', alter_job.job_name
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT job_name FROM secumon.jobs lists the jobs.';
+    END IF;
+    RETURN QUERY SELECT * FROM secumon.jobs WHERE jobs.job_name = alter_job.job_name;
+END
+$$;
+COMMENT ON FUNCTION secumon.alter_job(text, interval, boolean, timestamptz) IS 'Changes a job''s schedule_interval, enabled flag or next run.';
+
+CREATE FUNCTION secumon.health() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+SELECT jsonb_build_object(
+    'version', (SELECT extversion FROM pg_extension WHERE extname = 'secumon'),
+    'database', current_database(),
+    'workers_database', current_setting('secumon.database', true),
+    'preloaded', coalesce(current_setting('shared_preload_libraries', true), '') ~ '(^|[ ,])secumon($|[ ,])',
+    'workers', (SELECT jsonb_agg(jsonb_build_object(
+                        'name', w.name,
+                        'running', a.pid IS NOT NULL,
+                        'pid', a.pid,
+                        'since', a.backend_start) ORDER BY w.name)
+                  FROM (SELECT DISTINCT worker_name AS name
+                          FROM unnest(ARRAY['secumon maintenance']) AS worker_name) w
+                  LEFT JOIN pg_stat_activity a ON a.backend_type = w.name),
+    'jobs', jsonb_build_object(
+        'total', (SELECT count(*) FROM secumon._jobs),
+        'failing', (SELECT coalesce(jsonb_agg(job_name ORDER BY job_name), '[]') FROM secumon._jobs WHERE consecutive_failures > 0),
+        'overdue', (SELECT coalesce(jsonb_agg(job_name ORDER BY job_name), '[]') FROM secumon._jobs
+                     WHERE enabled AND next_run < now() - greatest(schedule_interval, interval '1 minute'))),
+    'data', jsonb_build_object(
+        'agents', (SELECT count(*) FROM secumon.agents),
+        'agents_seen_last_5_min', (SELECT count(*) FROM secumon.agents WHERE last_seen > now() - interval '5 minutes'),
+        'last_sample', (SELECT max(last_seen) FROM secumon.agents),
+        'freshness_seconds', (SELECT round(extract(epoch FROM now() - max(last_seen))::numeric, 1) FROM secumon.agents),
+        'rows_in_default_partitions', (SELECT coalesce(sum(rows_estimate), 0) FROM secumon.partitions WHERE is_default))
+)
+$$;
+COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, jobs and data freshness as JSON.';

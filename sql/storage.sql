@@ -1,0 +1,356 @@
+-- Storage: daily partitions, the default-partition drain, the agent write path and the
+-- public secumon.metrics view.
+
+-- The UTC day a timestamp belongs to. Partitions are UTC days whatever the session TimeZone.
+CREATE FUNCTION secumon._utc_day(ts timestamptz) RETURNS date
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN (ts AT TIME ZONE 'UTC')::date;
+
+CREATE FUNCTION secumon._day_start(day date) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN (day::timestamp AT TIME ZONE 'UTC');
+
+-- Creates the daily partition of secumon.<table_name> holding `day`, unless it exists.
+-- Callers hold the default partition's lock (see _partition_upkeep), so no row for that day can
+-- be sitting in the default partition when the partition is created.
+CREATE FUNCTION secumon._ensure_partition(table_name text, day date) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part text := format('%s_p%s', table_name, to_char(day, 'YYYYMMDD'));
+BEGIN
+    IF to_regclass(format('secumon_partitions.%I', part)) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('CREATE TABLE secumon_partitions.%I PARTITION OF secumon.%I FOR VALUES FROM (%L) TO (%L)',
+                   part, table_name, secumon._day_start(day), secumon._day_start(day + 1));
+    RETURN 1;
+END
+$$;
+
+-- Partition upkeep for one table: create partitions from yesterday to premake_days ahead, and
+-- move rows out of the default partition into daily partitions (creating those as needed).
+-- Returns (partitions created, rows moved).
+CREATE FUNCTION secumon._partition_upkeep_table(table_name text, premake_days integer,
+                                                OUT created integer, OUT moved bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    default_part regclass := format('secumon_partitions.%I', table_name || '_default')::regclass;
+    today date := secumon._utc_day(now());
+    missing boolean;
+    has_rows boolean;
+    day date;
+BEGIN
+    created := 0;
+    moved := 0;
+    SELECT EXISTS (
+        SELECT 1 FROM generate_series(today - 1, today + premake_days, interval '1 day') AS d
+        WHERE to_regclass(format('secumon_partitions.%I', table_name || '_p' || to_char(d, 'YYYYMMDD'))) IS NULL
+    ) INTO missing;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', default_part) INTO has_rows;
+    IF NOT missing AND NOT has_rows THEN
+        RETURN;
+    END IF;
+
+    -- Creating a partition locks the parent anyway; taking that lock first (it covers the
+    -- default partition too) keeps lock order fixed, so concurrent writers wait instead of
+    -- deadlocking. This path runs only when a partition is missing or the default has rows.
+    EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', table_name);
+    EXECUTE format('CREATE TEMP TABLE _secumon_moved (LIKE secumon.%I) ON COMMIT DROP', table_name);
+    EXECUTE format('WITH gone AS (DELETE FROM %s RETURNING *) INSERT INTO _secumon_moved SELECT * FROM gone',
+                   default_part);
+    GET DIAGNOSTICS moved = ROW_COUNT;
+
+    FOR day IN EXECUTE
+        'SELECT d::date FROM generate_series($1, $2, interval ''1 day'') AS d
+         UNION
+         SELECT DISTINCT secumon._utc_day(m.time) FROM _secumon_moved AS m'
+        USING today - 1, today + premake_days
+    LOOP
+        created := created + secumon._ensure_partition(table_name, day);
+    END LOOP;
+
+    IF moved > 0 THEN
+        EXECUTE format('INSERT INTO secumon.%I SELECT * FROM _secumon_moved', table_name);
+    END IF;
+    EXECUTE 'DROP TABLE _secumon_moved';
+END
+$$;
+
+CREATE FUNCTION secumon._partition_upkeep() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p record;
+    r record;
+    created integer := 0;
+    moved bigint := 0;
+BEGIN
+    -- Same order as secumon.ingest() writes the tables, so lock waits can never form a cycle.
+    FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp
+              ORDER BY array_position(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'],
+                                      sp.table_name) NULLS LAST, sp.table_name LOOP
+        r := secumon._partition_upkeep_table(p.table_name, p.premake_days);
+        created := created + r.created;
+        moved := moved + r.moved;
+    END LOOP;
+    RETURN format('%s partitions created, %s rows moved out of default partitions', created, moved);
+END
+$$;
+
+CREATE VIEW secumon.partitions AS
+SELECT parent.relname::text                                   AS table_name,
+       child.relname::text                                    AS partition_name,
+       CASE WHEN pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' THEN NULL
+            ELSE (regexp_match(pg_get_expr(child.relpartbound, child.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz
+       END                                                    AS range_start,
+       CASE WHEN pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' THEN NULL
+            ELSE (regexp_match(pg_get_expr(child.relpartbound, child.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz
+       END                                                    AS range_end,
+       pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' AS is_default,
+       greatest(child.reltuples, 0)::bigint                   AS rows_estimate,
+       pg_total_relation_size(child.oid)                      AS total_bytes
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
+JOIN pg_catalog.pg_class child ON child.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = parent.relnamespace
+WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p');
+COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric tables with its time range.';
+
+-- Raises 42501 unless the session may write for an agent owned by `owner`.
+CREATE FUNCTION secumon._check_agent_owner(agent_id text, owner name) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF owner IS NULL OR owner = session_user
+       OR pg_has_role(session_user, 'secumon_admin', 'MEMBER')
+       OR (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'role "%" may not write metrics for agent "%"', session_user, agent_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Agent "%s" is owned by role "%s".', agent_id, owner),
+              HINT = 'Give each host its own agent_id, or let a secumon_admin change secumon.agents.owner_role.';
+END
+$$;
+
+CREATE FUNCTION secumon._check_agent_id(agent_id text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF agent_id IS NULL OR agent_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        RAISE EXCEPTION 'invalid agent_id %', coalesce(quote_literal(agent_id), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An agent_id is 1 to 128 characters: letters, digits, ".", "_", ":" or "-", starting with a letter or digit.';
+    END IF;
+END
+$$;
+
+-- Registers (or refreshes) an agent. The first role to register an agent_id owns it.
+CREATE FUNCTION secumon.register_agent(agent_id text, hostname text, os text DEFAULT NULL,
+                                       agent_version text DEFAULT NULL, labels jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    existing record;
+BEGIN
+    PERFORM secumon._check_agent_id(agent_id);
+    IF labels IS NOT NULL AND jsonb_typeof(labels) <> 'object' THEN
+        RAISE EXCEPTION 'labels must be a JSON object, not %', jsonb_typeof(labels)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"env": "prod", "dc": "fra1"}.';
+    END IF;
+    SELECT a.agent_key, a.owner_role INTO existing FROM secumon.agents a WHERE a.agent_id = register_agent.agent_id FOR UPDATE;
+    IF FOUND THEN
+        PERFORM secumon._check_agent_owner(agent_id, existing.owner_role);
+        UPDATE secumon.agents a
+           SET hostname = coalesce(register_agent.hostname, a.hostname),
+               os = coalesce(register_agent.os, a.os),
+               agent_version = coalesce(register_agent.agent_version, a.agent_version),
+               labels = coalesce(register_agent.labels, a.labels),
+               owner_role = coalesce(a.owner_role, session_user),
+               last_seen = greatest(a.last_seen, now())
+         WHERE a.agent_key = existing.agent_key;
+    ELSE
+        INSERT INTO secumon.agents AS a (agent_id, hostname, os, agent_version, labels, owner_role, last_seen)
+        VALUES (agent_id, hostname, os, agent_version, coalesce(labels, '{}'), session_user, now())
+        ON CONFLICT ON CONSTRAINT agents_agent_id_key DO NOTHING;
+        IF NOT FOUND THEN  -- registered concurrently: retry as an update
+            PERFORM secumon.register_agent(agent_id, hostname, os, agent_version, labels);
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION secumon.register_agent(text, text, text, text, jsonb) IS 'Registers or refreshes an agent; the first role to register an agent_id owns it.';
+
+-- Returns the layout id of an ordered list of series names, creating it on first use.
+CREATE FUNCTION secumon._layout_id(series text[]) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id integer;
+    bad text;
+BEGIN
+    SELECT l.layout_id INTO id FROM secumon.metric_layouts l WHERE l.series = _layout_id.series;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    SELECT s INTO bad FROM unnest(series) AS s
+     WHERE s IS NULL OR s !~ '^(cpu|memory|disk|network|system)\.[a-z][a-z0-9_]{0,62}$' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'invalid series name %', coalesce(quote_literal(bad), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A series is "<type>.<name>" with type cpu, memory, disk, network or system and a lower-case name, e.g. cpu.usage_percent.';
+    END IF;
+    IF (SELECT count(DISTINCT s) FROM unnest(series) AS s) <> cardinality(series) THEN
+        RAISE EXCEPTION 'series names repeat within one report' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO secumon.metric_layouts (series, metric_types, metric_names)
+    SELECT series, array_agg(split_part(s, '.', 1) ORDER BY o), array_agg(substr(s, strpos(s, '.') + 1) ORDER BY o)
+      FROM unnest(series) WITH ORDINALITY AS u(s, o)
+    ON CONFLICT ON CONSTRAINT metric_layouts_series_key DO NOTHING
+    RETURNING layout_id INTO id;
+    IF id IS NULL THEN
+        SELECT l.layout_id INTO id FROM secumon.metric_layouts l WHERE l.series = _layout_id.series;
+    END IF;
+    RETURN id;
+END
+$$;
+
+-- The agent write path: one call per report, one transaction. Idempotent per (agent, time):
+-- returns false, storing nothing, when that report is already stored.
+CREATE FUNCTION secumon.ingest(agent_id text, "time" timestamptz, series text[], vals float8[],
+                               disks jsonb DEFAULT NULL, networks jsonb DEFAULT NULL,
+                               processes jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    stored integer;
+BEGIN
+    IF "time" IS NULL OR isfinite("time") IS NOT TRUE THEN
+        RAISE EXCEPTION 'report time must be a finite timestamp, got %', coalesce("time"::text, 'NULL')
+            USING ERRCODE = 'invalid_datetime_format';
+    END IF;
+    IF series IS NULL OR vals IS NULL OR cardinality(series) <> cardinality(vals) THEN
+        RAISE EXCEPTION 'series and vals must be arrays of the same length (got % and %)',
+                        coalesce(cardinality(series)::text, 'NULL'), coalesce(cardinality(vals)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_ndims(vals) > 1 OR array_ndims(series) > 1 THEN
+        RAISE EXCEPTION 'series and vals must be one-dimensional arrays' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(vals) v WHERE v IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)) THEN
+        RAISE EXCEPTION 'metric values must be finite numbers (NaN or infinity given)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Send NULL for a value that is unknown.';
+    END IF;
+    PERFORM secumon._check_agent_id(agent_id);
+    IF disks IS NOT NULL AND jsonb_typeof(disks) <> 'array'
+       OR networks IS NOT NULL AND jsonb_typeof(networks) <> 'array'
+       OR processes IS NOT NULL AND jsonb_typeof(processes) <> 'array' THEN
+        RAISE EXCEPTION 'disks, networks and processes must be JSON arrays of objects'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = ingest.agent_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'agent "%" is not registered', agent_id
+            USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
+    END IF;
+    PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
+
+    INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
+    VALUES (ingest."time", a.agent_key, secumon._layout_id(ingest.series), ingest.vals)
+    ON CONFLICT ON CONSTRAINT metric_samples_agent_time DO NOTHING;
+    GET DIAGNOSTICS stored = ROW_COUNT;
+    IF stored = 0 THEN
+        RETURN false;
+    END IF;
+
+    IF disks IS NOT NULL THEN
+        INSERT INTO secumon.disk_metrics
+        SELECT ingest."time", ingest.agent_id, d.device, d.mountpoint, d.fs_type, d.total_bytes, d.used_bytes, d.free_bytes,
+               d.usage_percent, d.inodes_total, d.inodes_used, d.inodes_usage_percent,
+               d.read_bytes, d.write_bytes, d.read_ops, d.write_ops
+          FROM jsonb_populate_recordset(NULL::secumon.disk_metrics, disks) AS d;
+    END IF;
+    IF networks IS NOT NULL THEN
+        INSERT INTO secumon.network_metrics
+        SELECT ingest."time", ingest.agent_id, n.interface, n.bytes_sent, n.bytes_recv, n.packets_sent, n.packets_recv,
+               n.errors_in, n.errors_out, n.drops_in, n.drops_out
+          FROM jsonb_populate_recordset(NULL::secumon.network_metrics, networks) AS n;
+    END IF;
+    IF processes IS NOT NULL THEN
+        INSERT INTO secumon.process_metrics
+        SELECT ingest."time", ingest.agent_id, p.pid, p.name, p.command, p."user", p.cpu_percent, p.memory_bytes,
+               p.memory_percent, p.status
+          FROM jsonb_populate_recordset(NULL::secumon.process_metrics, processes) AS p;
+    END IF;
+
+    UPDATE secumon.agents ag SET last_seen = ingest."time"
+     WHERE ag.agent_key = a.agent_key AND (ag.last_seen IS NULL OR ag.last_seen < ingest."time");
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION secumon.ingest(text, timestamptz, text[], float8[], jsonb, jsonb, jsonb) IS 'Stores one agent report (see docs/ingest-protocol.md); false when it was already stored.';
+
+-- The public narrow view: one row per sample.
+CREATE VIEW secumon.metrics WITH (security_invoker = true) AS
+SELECT s.time, a.agent_id, u.metric_type, u.metric_name, u.value
+FROM secumon.metric_samples s
+JOIN secumon.agents a ON a.agent_key = s.agent_key
+JOIN secumon.metric_layouts l ON l.layout_id = s.layout_id
+CROSS JOIN LATERAL unnest(l.metric_types, l.metric_names, s.vals) AS u(metric_type, metric_name, value)
+WHERE u.value IS NOT NULL;
+COMMENT ON VIEW secumon.metrics IS 'CPU, memory and system samples, one row per (time, agent, metric). INSERT works too.';
+
+-- INSERT INTO secumon.metrics: merges the sample into the agent's report row of that instant.
+-- Meant for back-fills, imports and tests; agents use secumon.ingest(), which is much faster.
+CREATE FUNCTION secumon._metrics_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    row_now record;
+    series_name text := NEW.metric_type || '.' || NEW.metric_name;
+    pos integer;
+BEGIN
+    IF NEW.time IS NULL OR NEW.agent_id IS NULL OR NEW.metric_type IS NULL OR NEW.metric_name IS NULL THEN
+        RAISE EXCEPTION 'time, agent_id, metric_type and metric_name must not be NULL'
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF NEW.value IS NULL OR NEW.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
+        RAISE EXCEPTION 'value must be a finite number' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT isfinite(NEW.time) THEN
+        RAISE EXCEPTION 'time must be finite' USING ERRCODE = 'invalid_datetime_format';
+    END IF;
+    PERFORM secumon._check_agent_id(NEW.agent_id);
+    SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
+    IF NOT FOUND THEN
+        PERFORM secumon.register_agent(NEW.agent_id, NULL);
+        SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
+    END IF;
+    PERFORM secumon._check_agent_owner(NEW.agent_id, a.owner_role);
+
+    SELECT s.layout_id, s.vals, l.series INTO row_now
+      FROM secumon.metric_samples s JOIN secumon.metric_layouts l USING (layout_id)
+     WHERE s.agent_key = a.agent_key AND s.time = NEW.time
+       FOR UPDATE OF s;
+    IF NOT FOUND THEN
+        INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
+        VALUES (NEW.time, a.agent_key, secumon._layout_id(ARRAY[series_name]), ARRAY[NEW.value]);
+    ELSE
+        pos := array_position(row_now.series, series_name);
+        IF pos IS NOT NULL THEN
+            row_now.vals[pos] := NEW.value;
+            UPDATE secumon.metric_samples SET vals = row_now.vals
+             WHERE agent_key = a.agent_key AND time = NEW.time;
+        ELSE
+            UPDATE secumon.metric_samples
+               SET layout_id = secumon._layout_id(row_now.series || series_name),
+                   vals = row_now.vals || NEW.value
+             WHERE agent_key = a.agent_key AND time = NEW.time;
+        END IF;
+    END IF;
+    UPDATE secumon.agents SET last_seen = NEW.time
+     WHERE agent_key = a.agent_key AND (last_seen IS NULL OR last_seen < NEW.time);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER metrics_insert INSTEAD OF INSERT ON secumon.metrics
+FOR EACH ROW EXECUTE FUNCTION secumon._metrics_insert();
