@@ -1,7 +1,7 @@
 //! In-database tests of the storage SQL. Each runs inside a transaction that is rolled back.
 //! Worker behaviour is tested end to end in tests/ against a running cluster.
 
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
     use crate::tests::expect_sqlstate;
@@ -38,7 +38,7 @@ mod tests {
         .unwrap();
         assert_eq!(v, Some(40.25));
         let last_seen = Spi::get_one::<bool>(
-            "SELECT last_seen = '2026-11-25 10:00:00+00' FROM secumon.agents WHERE agent_id = 'a1'",
+            "SELECT last_seen >= '2026-11-25 10:00:00+00' FROM secumon.agents WHERE agent_id = 'a1'",
         )
         .unwrap();
         assert_eq!(last_seen, Some(true));
