@@ -116,7 +116,7 @@ SELECT jsonb_build_object(
                         'pid', a.pid,
                         'since', a.backend_start) ORDER BY w.name)
                   FROM (SELECT DISTINCT worker_name AS name
-                          FROM unnest(ARRAY['secumon maintenance']) AS worker_name) w
+                          FROM unnest(ARRAY['secumon maintenance', 'secumon alert engine']) AS worker_name) w
                   LEFT JOIN pg_stat_activity a ON a.backend_type = w.name),
     'jobs', jsonb_build_object(
         'total', (SELECT count(*) FROM secumon._jobs),

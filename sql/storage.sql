@@ -262,20 +262,24 @@ BEGIN
     END IF;
 
     IF disks IS NOT NULL THEN
-        INSERT INTO secumon.disk_metrics
+        INSERT INTO secumon.disk_metrics (time, agent_id, device, mountpoint, fs_type, total_bytes, used_bytes, free_bytes,
+                                          usage_percent, inodes_total, inodes_used, inodes_usage_percent,
+                                          read_bytes, write_bytes, read_ops, write_ops)
         SELECT ingest."time", ingest.agent_id, d.device, d.mountpoint, d.fs_type, d.total_bytes, d.used_bytes, d.free_bytes,
                d.usage_percent, d.inodes_total, d.inodes_used, d.inodes_usage_percent,
                d.read_bytes, d.write_bytes, d.read_ops, d.write_ops
           FROM jsonb_populate_recordset(NULL::secumon.disk_metrics, disks) AS d;
     END IF;
     IF networks IS NOT NULL THEN
-        INSERT INTO secumon.network_metrics
+        INSERT INTO secumon.network_metrics (time, agent_id, interface, bytes_sent, bytes_recv, packets_sent, packets_recv,
+                                             errors_in, errors_out, drops_in, drops_out)
         SELECT ingest."time", ingest.agent_id, n.interface, n.bytes_sent, n.bytes_recv, n.packets_sent, n.packets_recv,
                n.errors_in, n.errors_out, n.drops_in, n.drops_out
           FROM jsonb_populate_recordset(NULL::secumon.network_metrics, networks) AS n;
     END IF;
     IF processes IS NOT NULL THEN
-        INSERT INTO secumon.process_metrics
+        INSERT INTO secumon.process_metrics (time, agent_id, pid, name, command, "user", cpu_percent, memory_bytes,
+                                             memory_percent, status)
         SELECT ingest."time", ingest.agent_id, p.pid, p.name, p.command, p."user", p.cpu_percent, p.memory_bytes,
                p.memory_percent, p.status
           FROM jsonb_populate_recordset(NULL::secumon.process_metrics, processes) AS p;
@@ -337,12 +341,12 @@ BEGIN
         pos := array_position(row_now.series, series_name);
         IF pos IS NOT NULL THEN
             row_now.vals[pos] := NEW.value;
-            UPDATE secumon.metric_samples SET vals = row_now.vals
+            UPDATE secumon.metric_samples SET vals = row_now.vals, ingested_at = now()
              WHERE agent_key = a.agent_key AND time = NEW.time;
         ELSE
             UPDATE secumon.metric_samples
                SET layout_id = secumon._layout_id(row_now.series || series_name),
-                   vals = row_now.vals || NEW.value
+                   vals = row_now.vals || NEW.value, ingested_at = now()
              WHERE agent_key = a.agent_key AND time = NEW.time;
         END IF;
     END IF;

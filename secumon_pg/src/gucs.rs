@@ -9,7 +9,20 @@ pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 /// How often the maintenance worker looks for due jobs (seconds).
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5);
 
+/// How often the alert engine evaluates every rule (seconds).
+pub static ALERT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"secumon.alert_interval",
+        c"How often the alert engine evaluates the alert rules.",
+        c"Each cycle reads only the samples ingested since the previous one.",
+        &ALERT_INTERVAL,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"secumon.database",
         c"Database in which SecuMon's background workers run.",

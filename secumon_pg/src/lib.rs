@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod alerting;
 mod gucs;
 mod storage;
 mod worker;
@@ -15,6 +16,7 @@ mod worker;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
 extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage"]);
+extension_sql_file!("../../sql/alerting.sql", name = "alerting", requires = ["jobs"]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

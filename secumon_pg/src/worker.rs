@@ -14,7 +14,10 @@ use crate::{gucs, storage};
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// The workers SecuMon runs: (name shown in pg_stat_activity.backend_type, entry point).
-pub const WORKERS: &[(&str, &str)] = &[("secumon maintenance", "secumon_maintenance_main")];
+pub const WORKERS: &[(&str, &str)] = &[
+    ("secumon maintenance", "secumon_maintenance_main"),
+    ("secumon alert engine", "secumon_alert_engine_main"),
+];
 
 pub fn register_all() {
     for (name, function) in WORKERS {

@@ -1,5 +1,6 @@
 //! `#[pg_test]`s, one file per capability, plus helpers they share.
 
+mod alerting_tests;
 mod storage_tests;
 
 use pgrx::prelude::*;

@@ -1,0 +1,980 @@
+-- Alerting: rules, alerts, transitions (alert_events), silences, acknowledgement, backtests.
+--
+-- The engine (secumon._evaluate_alerts, run by the "secumon alert engine" worker) reads only the
+-- samples ingested since its previous cycle, keeps only the (agent, series) groups that pass the
+-- loosest threshold of some rule or already have an active alert, and changes alert rows only
+-- on transitions. A cycle in which nothing is in breach therefore costs one filtered scan of the
+-- newly ingested rows, whatever the number of rules.
+
+-- Series an alert rule may watch. cpu/memory/system series may also be any series an agent has
+-- reported (secumon.metric_layouts); disk series are per filesystem, network per interface.
+CREATE TABLE secumon.metric_catalog (
+    metric_type text NOT NULL,
+    metric_name text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('gauge', 'counter')),
+    unit        text NOT NULL,
+    description text NOT NULL,
+    PRIMARY KEY (metric_type, metric_name)
+);
+COMMENT ON TABLE secumon.metric_catalog IS 'Known series. Counters are evaluated by alert rules as per-second rates.';
+INSERT INTO secumon.metric_catalog VALUES
+    ('cpu', 'usage_percent', 'gauge', 'percent', 'CPU busy time'),
+    ('cpu', 'user_percent', 'gauge', 'percent', 'CPU time in user mode'),
+    ('cpu', 'nice_percent', 'gauge', 'percent', 'CPU time in niced user mode'),
+    ('cpu', 'system_percent', 'gauge', 'percent', 'CPU time in kernel mode'),
+    ('cpu', 'idle_percent', 'gauge', 'percent', 'CPU idle time'),
+    ('cpu', 'iowait_percent', 'gauge', 'percent', 'CPU time waiting for I/O'),
+    ('cpu', 'irq_percent', 'gauge', 'percent', 'CPU time serving interrupts'),
+    ('cpu', 'softirq_percent', 'gauge', 'percent', 'CPU time serving soft interrupts'),
+    ('cpu', 'steal_percent', 'gauge', 'percent', 'CPU time stolen by the hypervisor'),
+    ('cpu', 'load_avg_1', 'gauge', 'processes', 'Load average over 1 minute'),
+    ('cpu', 'load_avg_5', 'gauge', 'processes', 'Load average over 5 minutes'),
+    ('cpu', 'load_avg_15', 'gauge', 'processes', 'Load average over 15 minutes'),
+    ('cpu', 'context_switches', 'counter', 'switches', 'Context switches since boot'),
+    ('cpu', 'interrupts', 'counter', 'interrupts', 'Interrupts since boot'),
+    ('cpu', 'cores', 'gauge', 'cores', 'Logical CPUs'),
+    ('memory', 'usage_percent', 'gauge', 'percent', 'Memory in use (total - available)'),
+    ('memory', 'total_bytes', 'gauge', 'bytes', 'Physical memory'),
+    ('memory', 'used_bytes', 'gauge', 'bytes', 'Memory in use'),
+    ('memory', 'available_bytes', 'gauge', 'bytes', 'Memory available for new work'),
+    ('memory', 'free_bytes', 'gauge', 'bytes', 'Unused memory'),
+    ('memory', 'cached_bytes', 'gauge', 'bytes', 'Page cache'),
+    ('memory', 'buffers_bytes', 'gauge', 'bytes', 'Buffers'),
+    ('memory', 'swap_total_bytes', 'gauge', 'bytes', 'Swap size'),
+    ('memory', 'swap_used_bytes', 'gauge', 'bytes', 'Swap in use'),
+    ('memory', 'swap_free_bytes', 'gauge', 'bytes', 'Swap free'),
+    ('memory', 'swap_usage_percent', 'gauge', 'percent', 'Swap in use'),
+    ('system', 'uptime_seconds', 'gauge', 'seconds', 'Time since boot'),
+    ('system', 'boot_time', 'gauge', 'unix seconds', 'Boot time'),
+    ('system', 'processes_total', 'gauge', 'processes', 'Processes'),
+    ('system', 'processes_running', 'gauge', 'processes', 'Running processes'),
+    ('system', 'processes_sleeping', 'gauge', 'processes', 'Sleeping processes'),
+    ('system', 'processes_idle', 'gauge', 'processes', 'Idle kernel threads'),
+    ('system', 'processes_stopped', 'gauge', 'processes', 'Stopped processes'),
+    ('system', 'processes_zombie', 'gauge', 'processes', 'Zombie processes'),
+    ('system', 'threads_total', 'gauge', 'threads', 'Threads'),
+    ('disk', 'usage_percent', 'gauge', 'percent', 'Filesystem space in use'),
+    ('disk', 'inodes_usage_percent', 'gauge', 'percent', 'Filesystem inodes in use'),
+    ('disk', 'total_bytes', 'gauge', 'bytes', 'Filesystem size'),
+    ('disk', 'used_bytes', 'gauge', 'bytes', 'Filesystem space in use'),
+    ('disk', 'free_bytes', 'gauge', 'bytes', 'Filesystem space free'),
+    ('disk', 'inodes_total', 'gauge', 'inodes', 'Filesystem inodes'),
+    ('disk', 'inodes_used', 'gauge', 'inodes', 'Filesystem inodes in use'),
+    ('disk', 'read_bytes', 'counter', 'bytes', 'Bytes read (rules see bytes/s)'),
+    ('disk', 'write_bytes', 'counter', 'bytes', 'Bytes written (rules see bytes/s)'),
+    ('disk', 'read_ops', 'counter', 'operations', 'Reads (rules see reads/s)'),
+    ('disk', 'write_ops', 'counter', 'operations', 'Writes (rules see writes/s)'),
+    ('network', 'bytes_sent', 'counter', 'bytes', 'Bytes sent (rules see bytes/s)'),
+    ('network', 'bytes_recv', 'counter', 'bytes', 'Bytes received (rules see bytes/s)'),
+    ('network', 'packets_sent', 'counter', 'packets', 'Packets sent (rules see packets/s)'),
+    ('network', 'packets_recv', 'counter', 'packets', 'Packets received (rules see packets/s)'),
+    ('network', 'errors_in', 'counter', 'errors', 'Receive errors (rules see errors/s)'),
+    ('network', 'errors_out', 'counter', 'errors', 'Transmit errors (rules see errors/s)'),
+    ('network', 'drops_in', 'counter', 'packets', 'Received packets dropped (rules see drops/s)'),
+    ('network', 'drops_out', 'counter', 'packets', 'Sent packets dropped (rules see drops/s)');
+
+CREATE TABLE secumon.alert_rules (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id          text NOT NULL DEFAULT 'default' REFERENCES secumon.tenants ON UPDATE CASCADE,
+    name               text NOT NULL,
+    description        text,
+    kind               text NOT NULL DEFAULT 'threshold',
+    metric_type        text,
+    metric_name        text,
+    agent_id           text,
+    agent_labels       jsonb NOT NULL DEFAULT '{}',
+    series_key         text,
+    condition          text,
+    threshold          float8,
+    recovery_threshold float8,
+    duration           interval NOT NULL DEFAULT '0',
+    no_data_after      interval,
+    severity           text NOT NULL DEFAULT 'warning',
+    repeat_interval    interval,
+    enabled            boolean NOT NULL DEFAULT true,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, name)
+);
+COMMENT ON TABLE secumon.alert_rules IS 'Alert rules. kind threshold: metric condition threshold held for duration; kind no_data: agent silent for no_data_after.';
+COMMENT ON COLUMN secumon.alert_rules.agent_id IS 'NULL: every agent of the tenant (optionally narrowed by agent_labels).';
+COMMENT ON COLUMN secumon.alert_rules.series_key IS 'NULL: every filesystem / interface; else only this mountpoint or interface.';
+COMMENT ON COLUMN secumon.alert_rules.recovery_threshold IS 'Hysteresis: a firing alert resolves only once the value is back beyond this threshold.';
+COMMENT ON COLUMN secumon.alert_rules.repeat_interval IS 'Re-notify a still-firing, unacknowledged alert this often (NULL: never).';
+
+CREATE TABLE secumon.alerts (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    rule_id          uuid NOT NULL REFERENCES secumon.alert_rules ON DELETE CASCADE,
+    tenant_id        text NOT NULL,
+    agent_id         text NOT NULL,
+    series_key       text NOT NULL DEFAULT '',
+    state            text NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+    severity         text NOT NULL,
+    metric_name      text NOT NULL,
+    threshold        float8,
+    current_value    float8,
+    started_at       timestamptz NOT NULL,
+    triggered_at     timestamptz,
+    resolved_at      timestamptz,
+    last_sample_at   timestamptz,
+    last_notified_at timestamptz,
+    acknowledged_at  timestamptz,
+    acknowledged_by  text,
+    ack_comment      text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE secumon.alerts IS 'One row per alert episode: pending (condition holds, duration not reached), firing, resolved.';
+COMMENT ON COLUMN secumon.alerts.metric_name IS 'Series the rule watches, "<type>.<name>" (agent.no_data for no-data rules).';
+COMMENT ON COLUMN secumon.alerts.current_value IS 'Value at the last transition.';
+COMMENT ON COLUMN secumon.alerts.started_at IS 'Time of the first sample of the breach (pending since).';
+-- At most one active episode per rule and series: a restart can neither lose nor duplicate one.
+CREATE UNIQUE INDEX alerts_one_active ON secumon.alerts (rule_id, agent_id, series_key)
+    WHERE state IN ('pending', 'firing');
+CREATE INDEX alerts_firing ON secumon.alerts (rule_id) WHERE state = 'firing';
+CREATE INDEX alerts_agent_started ON secumon.alerts (agent_id, started_at);
+
+CREATE TABLE secumon.alert_events (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_id   uuid NOT NULL,
+    rule_id    uuid NOT NULL,
+    tenant_id  text NOT NULL,
+    agent_id   text NOT NULL,
+    series_key text NOT NULL DEFAULT '',
+    event      text NOT NULL CHECK (event IN ('firing', 'resolved', 'repeat', 'acknowledged')),
+    severity   text NOT NULL,
+    silenced   boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    payload    jsonb NOT NULL
+);
+COMMENT ON TABLE secumon.alert_events IS 'Every alert transition, written in the transaction that made it; notifications fan out from here.';
+CREATE INDEX alert_events_alert ON secumon.alert_events (alert_id);
+CREATE INDEX alert_events_created ON secumon.alert_events (created_at);
+
+CREATE TABLE secumon.silences (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id    text NOT NULL DEFAULT 'default' REFERENCES secumon.tenants ON UPDATE CASCADE,
+    agent_id     text,
+    rule_id      uuid REFERENCES secumon.alert_rules ON DELETE CASCADE,
+    severity     text CHECK (severity IN ('critical', 'warning', 'info')),
+    agent_labels jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(agent_labels) = 'object'),
+    starts_at    timestamptz NOT NULL DEFAULT now(),
+    ends_at      timestamptz NOT NULL,
+    created_by   text NOT NULL DEFAULT session_user,
+    comment      text NOT NULL CHECK (length(btrim(comment)) > 0),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT silences_ends_after_start CHECK (ends_at > starts_at)
+);
+COMMENT ON TABLE secumon.silences IS 'Silences and maintenance windows: matching alerts stay visible but are not notified.';
+
+-- Engine bookkeeping.
+CREATE TABLE secumon._alert_engine_state (
+    singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    watermark         timestamptz NOT NULL DEFAULT '-infinity',
+    last_cycle_at     timestamptz,
+    last_cycle_ms     float8,
+    last_cycle_result text
+);
+INSERT INTO secumon._alert_engine_state DEFAULT VALUES;
+
+CREATE TABLE secumon._alert_rule_errors (
+    rule_id   uuid PRIMARY KEY REFERENCES secumon.alert_rules ON DELETE CASCADE,
+    error     text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('secumon.alert_rules', $$WHERE name NOT IN ('High CPU Usage', 'High Memory Usage', 'High Disk Usage', 'High Load Average') OR tenant_id <> 'default'$$);
+SELECT pg_catalog.pg_extension_config_dump('secumon.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('secumon.alert_events', '');
+SELECT pg_catalog.pg_extension_config_dump('secumon.silences', '');
+
+-- ---------------------------------------------------------------------------------------------
+-- Validation
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION secumon._rule_error(message text, hint text DEFAULT NULL, errcode text DEFAULT '22023')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION '%', message USING ERRCODE = errcode, HINT = coalesce(hint, '');
+END
+$$;
+
+-- Raises a clear error for anything wrong in a rule definition; shared by the table trigger and
+-- secumon.test_rule so a backtest accepts exactly what a rule accepts.
+CREATE FUNCTION secumon._validate_rule(kind text, metric_type text, metric_name text, agent_id text,
+                                       agent_labels jsonb, condition text, threshold float8,
+                                       recovery_threshold float8, duration interval, no_data_after interval,
+                                       severity text, repeat_interval interval)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('threshold', 'no_data') THEN
+        PERFORM secumon._rule_error(format('unknown rule kind %s', coalesce(quote_literal(kind), 'NULL')),
+                                    'kind is threshold or no_data.');
+    END IF;
+    IF severity IS NULL OR severity NOT IN ('critical', 'warning', 'info') THEN
+        PERFORM secumon._rule_error(format('unknown severity %s', coalesce(quote_literal(severity), 'NULL')),
+                                    'severity is critical, warning or info.');
+    END IF;
+    IF agent_id IS NOT NULL AND agent_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        PERFORM secumon._rule_error(format('invalid agent_id %s', quote_literal(agent_id)),
+                                    'Use NULL for every agent, or an agent_id from secumon.agents.');
+    END IF;
+    IF agent_labels IS NULL OR jsonb_typeof(agent_labels) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(agent_labels) WHERE jsonb_typeof(value) <> 'string') THEN
+        PERFORM secumon._rule_error('agent_labels must be a JSON object of strings',
+                                    'For example {"env": "prod"}; {} matches every agent.');
+    END IF;
+    IF duration IS NULL OR duration < interval '0' THEN
+        PERFORM secumon._rule_error(format('duration must be zero or positive, got %s', coalesce(duration::text, 'NULL')));
+    END IF;
+    IF repeat_interval IS NOT NULL AND repeat_interval < interval '1 second' THEN
+        PERFORM secumon._rule_error(format('repeat_interval must be at least 1 second, got %s', repeat_interval),
+                                    'Use NULL to notify only once per episode.');
+    END IF;
+
+    IF kind = 'no_data' THEN
+        IF no_data_after IS NULL OR no_data_after < interval '1 second' THEN
+            PERFORM secumon._rule_error('a no_data rule needs no_data_after of at least 1 second',
+                                        'For example no_data_after => ''5 minutes''.');
+        END IF;
+        RETURN;
+    END IF;
+
+    IF condition IS NULL OR condition NOT IN ('gt', 'gte', 'lt', 'lte', 'eq') THEN
+        PERFORM secumon._rule_error(format('unknown condition %s', coalesce(quote_literal(condition), 'NULL')),
+                                    'condition is gt, gte, lt, lte or eq.');
+    END IF;
+    IF threshold IS NULL OR threshold IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
+        PERFORM secumon._rule_error(format('threshold must be a finite number, got %s', coalesce(threshold::text, 'NULL')));
+    END IF;
+    IF recovery_threshold IS NOT NULL THEN
+        IF recovery_threshold IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
+            PERFORM secumon._rule_error('recovery_threshold must be a finite number');
+        END IF;
+        IF condition = 'eq' THEN
+            PERFORM secumon._rule_error('recovery_threshold cannot be used with condition eq');
+        END IF;
+        IF condition IN ('gt', 'gte') AND recovery_threshold > threshold
+           OR condition IN ('lt', 'lte') AND recovery_threshold < threshold THEN
+            PERFORM secumon._rule_error(
+                format('recovery_threshold %s is on the firing side of threshold %s', recovery_threshold, threshold),
+                'For gt/gte it must be at most the threshold, for lt/lte at least the threshold.');
+        END IF;
+    END IF;
+    IF metric_type IS NULL OR metric_name IS NULL THEN
+        PERFORM secumon._rule_error('metric_type and metric_name are required for a threshold rule');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM secumon.metric_catalog c WHERE c.metric_type = _validate_rule.metric_type
+                                                          AND c.metric_name = _validate_rule.metric_name)
+       AND NOT (metric_type IN ('cpu', 'memory', 'system')
+                AND EXISTS (SELECT 1 FROM secumon.metric_layouts l
+                             WHERE (metric_type || '.' || metric_name) = ANY (l.series))) THEN
+        PERFORM secumon._rule_error(format('unknown metric %s.%s', metric_type, metric_name),
+                                    'SELECT metric_type, metric_name FROM secumon.metric_catalog lists the known series.');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION secumon._alert_rules_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.name IS NULL OR length(btrim(NEW.name)) = 0 OR length(NEW.name) > 200 THEN
+        PERFORM secumon._rule_error('a rule needs a name of 1 to 200 characters');
+    END IF;
+    PERFORM secumon._validate_rule(NEW.kind, NEW.metric_type, NEW.metric_name, NEW.agent_id, NEW.agent_labels,
+                                   NEW.condition, NEW.threshold, NEW.recovery_threshold, NEW.duration,
+                                   NEW.no_data_after, NEW.severity, NEW.repeat_interval);
+    IF NEW.kind = 'no_data' THEN
+        NEW.metric_type := NULL;
+        NEW.metric_name := NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+        DELETE FROM secumon._alert_rule_errors WHERE rule_id = NEW.id;  -- an edited rule gets a fresh chance
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER alert_rules_validate BEFORE INSERT OR UPDATE ON secumon.alert_rules
+FOR EACH ROW EXECUTE FUNCTION secumon._alert_rules_validate();
+
+CREATE FUNCTION secumon._silences_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.agent_id IS NOT NULL AND NEW.agent_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        PERFORM secumon._rule_error(format('invalid agent_id %s', quote_literal(NEW.agent_id)));
+    END IF;
+    IF NEW.ends_at IS NULL OR NEW.starts_at IS NULL OR NEW.ends_at <= NEW.starts_at THEN
+        PERFORM secumon._rule_error('a silence must end after it starts',
+                                    'For example starts_at => now(), ends_at => now() + interval ''2 hours''.');
+    END IF;
+    IF NEW.comment IS NULL OR length(btrim(NEW.comment)) = 0 THEN
+        PERFORM secumon._rule_error('a silence needs a comment saying why', NULL);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER silences_validate BEFORE INSERT OR UPDATE ON secumon.silences
+FOR EACH ROW EXECUTE FUNCTION secumon._silences_validate();
+
+-- Default rules of the seed.
+INSERT INTO secumon.alert_rules (name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
+    ('High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
+    ('High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
+    ('High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
+    ('High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
+
+-- ---------------------------------------------------------------------------------------------
+-- Samples as the engine sees them
+-- ---------------------------------------------------------------------------------------------
+
+-- SQL text of a query yielding (agent_key, series, series_key, time, value) for the series in $2
+-- (text[]), restricted by `sample_filter` (on alias s: metric_samples, disk_metrics or
+-- network_metrics) and, for counters turned into per-second rates, by `counter_filter`, which
+-- may reach further back so that the first new sample has a predecessor.
+CREATE FUNCTION secumon._alert_samples_query(sample_filter text, counter_filter text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $q$
+SELECT format($f$
+    SELECT s.agent_key, ls.series, ''::text AS series_key, s.time, s.vals[ls.idx] AS value
+      FROM (SELECT l.layout_id, u.series, u.idx::integer AS idx
+              FROM secumon.metric_layouts l
+             CROSS JOIN LATERAL unnest(l.series) WITH ORDINALITY AS u(series, idx)
+             WHERE u.series = ANY ($2)) ls
+      JOIN secumon.metric_samples s ON s.layout_id = ls.layout_id
+     WHERE %1$s AND s.vals[ls.idx] IS NOT NULL
+    UNION ALL
+    SELECT a.agent_key, v.series, s.mountpoint, s.time, v.value
+      FROM secumon.disk_metrics s
+      JOIN secumon.agents a ON a.agent_id = s.agent_id
+     CROSS JOIN LATERAL (VALUES ('disk.usage_percent', s.usage_percent),
+                                ('disk.inodes_usage_percent', s.inodes_usage_percent),
+                                ('disk.total_bytes', s.total_bytes::float8),
+                                ('disk.used_bytes', s.used_bytes::float8),
+                                ('disk.free_bytes', s.free_bytes::float8),
+                                ('disk.inodes_total', s.inodes_total::float8),
+                                ('disk.inodes_used', s.inodes_used::float8)) AS v(series, value)
+     WHERE %1$s AND v.series = ANY ($2) AND v.value IS NOT NULL
+    UNION ALL
+    SELECT r.agent_key, r.series, r.series_key, r.time, r.value
+      FROM (SELECT c.agent_key, c.series, c.series_key, c.time,
+                   CASE WHEN lag(c.time) OVER w IS NULL OR lag(c.counter) OVER w IS NULL OR c.counter IS NULL
+                          OR c.time = lag(c.time) OVER w THEN NULL
+                        -- a counter that went down was reset (reboot, wrap): count from zero
+                        WHEN c.counter >= lag(c.counter) OVER w THEN c.counter - lag(c.counter) OVER w
+                        ELSE c.counter
+                   END / extract(epoch FROM c.time - lag(c.time) OVER w) AS value
+              FROM (SELECT a.agent_key, v.series, s.mountpoint AS series_key, s.time, v.counter
+                      FROM secumon.disk_metrics s
+                      JOIN secumon.agents a ON a.agent_id = s.agent_id
+                     CROSS JOIN LATERAL (VALUES ('disk.read_bytes', s.read_bytes::float8),
+                                                ('disk.write_bytes', s.write_bytes::float8),
+                                                ('disk.read_ops', s.read_ops::float8),
+                                                ('disk.write_ops', s.write_ops::float8)) AS v(series, counter)
+                     WHERE %2$s AND v.series = ANY ($2)
+                    UNION ALL
+                    SELECT a.agent_key, v.series, s.interface, s.time, v.counter
+                      FROM secumon.network_metrics s
+                      JOIN secumon.agents a ON a.agent_id = s.agent_id
+                     CROSS JOIN LATERAL (VALUES ('network.bytes_sent', s.bytes_sent::float8),
+                                                ('network.bytes_recv', s.bytes_recv::float8),
+                                                ('network.packets_sent', s.packets_sent::float8),
+                                                ('network.packets_recv', s.packets_recv::float8),
+                                                ('network.errors_in', s.errors_in::float8),
+                                                ('network.errors_out', s.errors_out::float8),
+                                                ('network.drops_in', s.drops_in::float8),
+                                                ('network.drops_out', s.drops_out::float8)) AS v(series, counter)
+                     WHERE %2$s AND v.series = ANY ($2)) c
+            WINDOW w AS (PARTITION BY c.agent_key, c.series, c.series_key ORDER BY c.time)) r
+     WHERE r.value IS NOT NULL
+$f$, sample_filter, counter_filter)
+$q$;
+
+-- The comparison of a rule, as SQL over columns v (value) and the rule alias r.
+CREATE FUNCTION secumon._invalid_rule(rule_id uuid, what text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'rule % has an invalid %', rule_id, what USING ERRCODE = 'data_exception';
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Transitions
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION secumon._is_silenced(tenant_id text, agent_id text, rule_id uuid, severity text, labels jsonb)
+RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+SELECT EXISTS (
+    SELECT 1 FROM secumon.silences si
+     WHERE si.tenant_id = _is_silenced.tenant_id
+       AND now() >= si.starts_at AND now() < si.ends_at
+       AND (si.agent_id IS NULL OR si.agent_id = _is_silenced.agent_id)
+       AND (si.rule_id IS NULL OR si.rule_id = _is_silenced.rule_id)
+       AND (si.severity IS NULL OR si.severity = _is_silenced.severity)
+       AND (si.agent_labels = '{}' OR coalesce(_is_silenced.labels, '{}') @> si.agent_labels))
+$$;
+
+-- Writes one alert_events row per (alert, event), with the payload notifications are built from.
+CREATE FUNCTION secumon._emit_alert_events(alert_ids uuid[], events text[]) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF alert_ids IS NULL OR cardinality(alert_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO secumon.alert_events (alert_id, rule_id, tenant_id, agent_id, series_key, event, severity, silenced, payload)
+    SELECT al.id, al.rule_id, al.tenant_id, al.agent_id, al.series_key, e.event, al.severity,
+           secumon._is_silenced(al.tenant_id, al.agent_id, al.rule_id, al.severity, ag.labels),
+           jsonb_build_object(
+               'alert_id', al.id, 'rule_id', al.rule_id, 'rule_name', r.name, 'tenant_id', al.tenant_id,
+               'agent_id', al.agent_id, 'hostname', ag.hostname, 'series_key', al.series_key,
+               'state', al.state, 'event', e.event, 'severity', al.severity, 'metric', al.metric_name,
+               'condition', r.condition, 'threshold', al.threshold, 'current_value', al.current_value,
+               'started_at', al.started_at, 'triggered_at', al.triggered_at, 'resolved_at', al.resolved_at,
+               'acknowledged_at', al.acknowledged_at, 'acknowledged_by', al.acknowledged_by,
+               'ack_comment', al.ack_comment, 'labels', coalesce(ag.labels, '{}'),
+               'summary', secumon._alert_summary(al, r.name, r.condition, e.event))
+      FROM unnest(alert_ids, events) AS e(alert_id, event)
+      JOIN secumon.alerts al ON al.id = e.alert_id
+      JOIN secumon.alert_rules r ON r.id = al.rule_id
+      LEFT JOIN secumon.agents ag ON ag.agent_id = al.agent_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION secumon._alert_summary(al secumon.alerts, rule_name text, condition text, event text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+SELECT CASE event
+         WHEN 'resolved' THEN 'RESOLVED: '
+         WHEN 'acknowledged' THEN 'ACKNOWLEDGED: '
+         WHEN 'repeat' THEN 'STILL FIRING: '
+         ELSE upper(al.severity) || ': '
+       END
+       || rule_name || ' on ' || al.agent_id
+       || CASE WHEN al.series_key <> '' THEN ' (' || al.series_key || ')' ELSE '' END
+       || CASE WHEN al.metric_name = 'agent.no_data'
+               THEN ': no data since ' || to_char(al.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+               ELSE ': ' || al.metric_name || ' = ' || coalesce(round(al.current_value::numeric, 2)::text, '?')
+                    || ' (' || CASE condition WHEN 'gt' THEN '>' WHEN 'gte' THEN '>=' WHEN 'lt' THEN '<'
+                                              WHEN 'lte' THEN '<=' WHEN 'eq' THEN '=' ELSE coalesce(condition, '?') END
+                    || ' ' || coalesce(al.threshold::text, '?') || ')'
+          END
+$$;
+
+-- Evaluates the threshold rules `rule_ids` over the samples ingested after `since`.
+-- Returns the number of transitions that produced events.
+CREATE FUNCTION secumon._evaluate_threshold_rules(rule_ids uuid[], since timestamptz) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    series_list text[];
+    has_counters boolean;
+    counter_lookback constant interval := interval '10 minutes';
+    ids uuid[];
+    kinds text[];
+BEGIN
+    SELECT array_agg(DISTINCT r.metric_type || '.' || r.metric_name),
+           bool_or(c.kind = 'counter')
+      INTO series_list, has_counters
+      FROM secumon.alert_rules r
+      LEFT JOIN secumon.metric_catalog c ON c.metric_type = r.metric_type AND c.metric_name = r.metric_name
+     WHERE r.id = ANY (rule_ids) AND r.kind = 'threshold';
+    IF series_list IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- 1. Groups worth a look: new samples beyond the loosest threshold of some rule on their
+    --    series, or groups that already have an active alert.
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_hot (agent_key integer, series text, series_key text) ON COMMIT DROP;
+    TRUNCATE _secumon_hot;
+    EXECUTE format($h$
+        INSERT INTO _secumon_hot
+        WITH bounds AS (
+            SELECT r.metric_type || '.' || r.metric_name AS series,
+                   min(r.threshold) FILTER (WHERE r.condition IN ('gt', 'gte')) AS low,
+                   max(r.threshold) FILTER (WHERE r.condition IN ('lt', 'lte')) AS high,
+                   bool_or(r.condition NOT IN ('gt', 'gte', 'lt', 'lte')) AS other
+              FROM secumon.alert_rules r
+             WHERE r.id = ANY ($3) AND r.kind = 'threshold'
+             GROUP BY 1)
+        SELECT DISTINCT x.agent_key, x.series, x.series_key
+          FROM (%s) x JOIN bounds b ON b.series = x.series
+         WHERE x.value >= b.low OR x.value <= b.high OR b.other
+        UNION
+        SELECT ag.agent_key, al.metric_name, al.series_key
+          FROM secumon.alerts al
+          JOIN secumon.agents ag ON ag.agent_id = al.agent_id
+         WHERE al.state IN ('pending', 'firing') AND al.rule_id = ANY ($3)
+        $h$, secumon._alert_samples_query('s.ingested_at > $1',
+                                          CASE WHEN has_counters THEN 's.ingested_at > $1 - $4' ELSE 'false' END))
+        USING since, series_list, rule_ids, counter_lookback;
+    IF NOT EXISTS (SELECT 1 FROM _secumon_hot) THEN
+        RETURN 0;
+    END IF;
+
+    -- 2. Every new sample of those groups.
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_batch
+        (agent_key integer, series text, series_key text, time timestamptz, value float8) ON COMMIT DROP;
+    TRUNCATE _secumon_batch;
+    EXECUTE format($b$
+        INSERT INTO _secumon_batch
+        SELECT x.* FROM (%s) x
+          JOIN _secumon_hot h ON h.agent_key = x.agent_key AND h.series = x.series AND h.series_key = x.series_key
+        $b$, secumon._alert_samples_query('s.ingested_at > $1',
+                                          CASE WHEN has_counters THEN 's.ingested_at > $1 - $4' ELSE 'false' END))
+        USING since, series_list, rule_ids, counter_lookback;
+
+    -- 3. Per rule and series: where the condition last failed, where the current breach began,
+    --    whether a firing alert has recovered; then the transitions, set-based.
+    WITH rules AS (
+        SELECT r.*, r.metric_type || '.' || r.metric_name AS series
+          FROM secumon.alert_rules r
+         WHERE r.id = ANY (rule_ids) AND r.kind = 'threshold'),
+    evaluated AS (
+        SELECT r.id AS rule_id, b.agent_key, b.series_key, b.time, b.value,
+               CASE r.condition
+                   WHEN 'gt' THEN b.value > r.threshold
+                   WHEN 'gte' THEN b.value >= r.threshold
+                   WHEN 'lt' THEN b.value < r.threshold
+                   WHEN 'lte' THEN b.value <= r.threshold
+                   WHEN 'eq' THEN b.value = r.threshold
+                   ELSE secumon._invalid_rule(r.id, 'condition')
+               END AS cond,
+               CASE WHEN r.recovery_threshold IS NULL THEN NULL
+                    WHEN r.condition = 'gt' THEN b.value <= r.recovery_threshold
+                    WHEN r.condition = 'gte' THEN b.value < r.recovery_threshold
+                    WHEN r.condition = 'lt' THEN b.value >= r.recovery_threshold
+                    WHEN r.condition = 'lte' THEN b.value > r.recovery_threshold
+               END AS recovered_explicit
+          FROM _secumon_batch b
+          JOIN rules r ON r.series = b.series
+          JOIN secumon.agents a ON a.agent_key = b.agent_key AND a.tenant_id = r.tenant_id
+         WHERE (r.agent_id IS NULL OR r.agent_id = a.agent_id)
+           AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
+           AND (r.series_key IS NULL OR r.series_key = b.series_key)),
+    marked AS (
+        SELECT e.*, coalesce(e.recovered_explicit, NOT e.cond) AS recovered,
+               max(e.time) FILTER (WHERE NOT e.cond) OVER g AS last_not_cond,
+               max(e.time) FILTER (WHERE NOT coalesce(e.recovered_explicit, NOT e.cond)) OVER g AS last_not_recovered
+          FROM evaluated e
+        WINDOW g AS (PARTITION BY e.rule_id, e.agent_key, e.series_key)),
+    summary AS (
+        SELECT m.rule_id, m.agent_key, m.series_key,
+               max(m.time) AS last_time,
+               max(m.last_not_cond) AS last_not_cond,
+               max(m.last_not_recovered) AS last_not_recovered,
+               min(m.time) FILTER (WHERE m.cond AND m.time > coalesce(m.last_not_cond, '-infinity')) AS breach_start,
+               min(m.time) FILTER (WHERE m.recovered AND m.time > coalesce(m.last_not_recovered, '-infinity')) AS recovered_at,
+               (array_agg(m.value ORDER BY m.time DESC))[1] AS last_value
+          FROM marked m
+         GROUP BY 1, 2, 3),
+    decided AS (
+        SELECT s.*, a.agent_id, r.tenant_id, r.series AS metric, r.severity, r.threshold, r.duration,
+               al.id AS alert_id, al.state AS alert_state, al.started_at AS alert_started_at,
+               CASE WHEN al.state = 'pending' AND s.last_not_cond IS NULL THEN al.started_at
+                    ELSE s.breach_start END AS breach_from
+          FROM summary s
+          JOIN rules r ON r.id = s.rule_id
+          JOIN secumon.agents a ON a.agent_key = s.agent_key
+          LEFT JOIN secumon.alerts al ON al.rule_id = s.rule_id AND al.agent_id = a.agent_id
+                                     AND al.series_key = s.series_key AND al.state IN ('pending', 'firing')),
+    opened AS (
+        INSERT INTO secumon.alerts (rule_id, tenant_id, agent_id, series_key, state, severity, metric_name, threshold,
+                                    current_value, started_at, triggered_at, last_sample_at, last_notified_at)
+        SELECT d.rule_id, d.tenant_id, d.agent_id, d.series_key,
+               CASE WHEN d.last_time - d.breach_from >= d.duration THEN 'firing' ELSE 'pending' END,
+               d.severity, d.metric, d.threshold, d.last_value, d.breach_from,
+               CASE WHEN d.last_time - d.breach_from >= d.duration THEN d.breach_from + d.duration END,
+               d.last_time,
+               CASE WHEN d.last_time - d.breach_from >= d.duration THEN now() END
+          FROM decided d
+         WHERE d.alert_id IS NULL AND d.breach_from IS NOT NULL
+        ON CONFLICT (rule_id, agent_id, series_key) WHERE state IN ('pending', 'firing') DO NOTHING
+        RETURNING id, state),
+    pending_changed AS (
+        UPDATE secumon.alerts al
+           SET state = CASE WHEN d.breach_from IS NULL THEN 'resolved'
+                            WHEN d.last_time - d.breach_from >= d.duration THEN 'firing'
+                            ELSE 'pending' END,
+               started_at = coalesce(d.breach_from, al.started_at),
+               triggered_at = CASE WHEN d.breach_from IS NOT NULL AND d.last_time - d.breach_from >= d.duration
+                                   THEN d.breach_from + d.duration END,
+               resolved_at = CASE WHEN d.breach_from IS NULL THEN d.last_not_cond END,
+               last_notified_at = CASE WHEN d.breach_from IS NOT NULL AND d.last_time - d.breach_from >= d.duration
+                                       THEN now() END,
+               current_value = d.last_value, last_sample_at = d.last_time, updated_at = now()
+          FROM decided d
+         WHERE al.id = d.alert_id AND d.alert_state = 'pending'
+           AND (d.breach_from IS NULL OR d.breach_from <> d.alert_started_at OR d.last_time - d.breach_from >= d.duration)
+        RETURNING al.id, al.state),
+    firing_resolved AS (
+        UPDATE secumon.alerts al
+           SET state = 'resolved', resolved_at = d.recovered_at, current_value = d.last_value,
+               last_sample_at = d.last_time, updated_at = now()
+          FROM decided d
+         WHERE al.id = d.alert_id AND d.alert_state = 'firing' AND d.recovered_at IS NOT NULL
+           AND (d.last_not_recovered IS NULL OR d.last_not_recovered < d.last_time)
+        RETURNING al.id)
+    SELECT array_agg(t.id), array_agg(t.event) INTO ids, kinds
+      FROM (SELECT id, 'firing' AS event FROM opened WHERE state = 'firing'
+            UNION ALL SELECT id, 'firing' FROM pending_changed WHERE state = 'firing'
+            UNION ALL SELECT id, 'resolved' FROM firing_resolved) t;
+
+    RETURN secumon._emit_alert_events(ids, kinds);
+END
+$$;
+
+-- No-data rules: an agent silent for no_data_after fires; data coming back resolves it.
+CREATE FUNCTION secumon._evaluate_no_data_rules(rule_ids uuid[]) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    kinds text[];
+BEGIN
+    WITH rules AS (
+        SELECT r.* FROM secumon.alert_rules r WHERE r.id = ANY (rule_ids) AND r.kind = 'no_data'),
+    opened AS (
+        INSERT INTO secumon.alerts (rule_id, tenant_id, agent_id, series_key, state, severity, metric_name,
+                                    threshold, current_value, started_at, triggered_at, last_sample_at, last_notified_at)
+        SELECT r.id, r.tenant_id, a.agent_id, '', 'firing', r.severity, 'agent.no_data',
+               extract(epoch FROM r.no_data_after),
+               round(extract(epoch FROM now() - coalesce(a.last_seen, a.first_seen))::numeric, 1),
+               coalesce(a.last_seen, a.first_seen), now(), a.last_seen, now()
+          FROM rules r
+          JOIN secumon.agents a ON a.tenant_id = r.tenant_id
+                               AND (r.agent_id IS NULL OR r.agent_id = a.agent_id)
+                               AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
+         WHERE coalesce(a.last_seen, a.first_seen) < now() - r.no_data_after
+        ON CONFLICT (rule_id, agent_id, series_key) WHERE state IN ('pending', 'firing') DO NOTHING
+        RETURNING id),
+    back AS (
+        UPDATE secumon.alerts al
+           SET state = 'resolved', resolved_at = a.last_seen, last_sample_at = a.last_seen,
+               current_value = 0, updated_at = now()
+          FROM rules r, secumon.agents a
+         WHERE al.rule_id = r.id AND al.state = 'firing' AND a.agent_id = al.agent_id
+           AND a.last_seen >= now() - r.no_data_after
+        RETURNING al.id)
+    SELECT array_agg(t.id), array_agg(t.event) INTO ids, kinds
+      FROM (SELECT id, 'firing' AS event FROM opened UNION ALL SELECT id, 'resolved' FROM back) t;
+    RETURN secumon._emit_alert_events(ids, kinds);
+END
+$$;
+
+-- Still-firing, unacknowledged alerts whose rule has a repeat_interval, and alerts of rules that
+-- were disabled since the last cycle.
+CREATE FUNCTION secumon._evaluate_repeats_and_disabled() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    kinds text[];
+BEGIN
+    WITH repeated AS (
+        UPDATE secumon.alerts al SET last_notified_at = now()
+          FROM secumon.alert_rules r
+         WHERE r.id = al.rule_id AND al.state = 'firing' AND r.enabled AND r.repeat_interval IS NOT NULL
+           AND al.acknowledged_at IS NULL AND al.last_notified_at <= now() - r.repeat_interval
+        RETURNING al.id),
+    to_close AS (
+        SELECT al.id, al.state AS old_state
+          FROM secumon.alerts al JOIN secumon.alert_rules r ON r.id = al.rule_id
+         WHERE NOT r.enabled AND al.state IN ('pending', 'firing')
+           FOR UPDATE OF al),
+    disabled AS (
+        UPDATE secumon.alerts al
+           SET state = 'resolved', resolved_at = now(), updated_at = now()
+          FROM to_close c
+         WHERE al.id = c.id
+        RETURNING al.id, c.old_state)
+    SELECT array_agg(t.id), array_agg(t.event) INTO ids, kinds
+      FROM (SELECT id, 'repeat' AS event FROM repeated
+            UNION ALL SELECT id, 'resolved' FROM disabled WHERE old_state = 'firing') t;
+    RETURN secumon._emit_alert_events(ids, kinds);
+END
+$$;
+
+-- One evaluation cycle (job alert_evaluation). Healthy rules are evaluated together; if that
+-- fails, each rule is evaluated on its own so that one broken rule is marked with its error
+-- (secumon.alert_rule_status) while the others keep working.
+CREATE FUNCTION secumon._evaluate_alerts() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st secumon._alert_engine_state%ROWTYPE;
+    started timestamptz := clock_timestamp();
+    next_watermark timestamptz;
+    healthy uuid[];
+    broken uuid[];
+    one_rule uuid;
+    events integer := 0;
+    failed integer := 0;
+    err text;
+BEGIN
+    SELECT * INTO st FROM secumon._alert_engine_state FOR UPDATE;
+    -- Rows of transactions still open are not visible yet; they were stamped no earlier than
+    -- their transaction's start, so the next cycle must look back that far. A transaction left
+    -- open for more than 5 minutes does not hold the engine back further.
+    next_watermark := greatest(least(now(), coalesce((SELECT min(xact_start) FROM pg_catalog.pg_stat_activity
+                                                      WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL
+                                                        AND backend_type = 'client backend'), now())),
+                               now() - interval '5 minutes');
+
+    SELECT array_agg(r.id) FILTER (WHERE e.rule_id IS NULL), array_agg(r.id) FILTER (WHERE e.rule_id IS NOT NULL)
+      INTO healthy, broken
+      FROM secumon.alert_rules r LEFT JOIN secumon._alert_rule_errors e ON e.rule_id = r.id
+     WHERE r.enabled;
+
+    IF healthy IS NOT NULL THEN
+        BEGIN
+            events := events + secumon._evaluate_threshold_rules(healthy, st.watermark)
+                             + secumon._evaluate_no_data_rules(healthy);
+        EXCEPTION WHEN OTHERS THEN
+            broken := coalesce(broken, '{}') || healthy;
+        END;
+    END IF;
+    IF broken IS NOT NULL THEN
+        FOREACH one_rule IN ARRAY broken LOOP
+            BEGIN
+                events := events + secumon._evaluate_threshold_rules(ARRAY[one_rule], st.watermark)
+                                 + secumon._evaluate_no_data_rules(ARRAY[one_rule]);
+                DELETE FROM secumon._alert_rule_errors WHERE rule_id = one_rule;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+                failed := failed + 1;
+                INSERT INTO secumon._alert_rule_errors (rule_id, error) VALUES (one_rule, err)
+                ON CONFLICT (rule_id) DO UPDATE SET error = EXCLUDED.error, failed_at = now();
+            END;
+        END LOOP;
+    END IF;
+    events := events + secumon._evaluate_repeats_and_disabled();
+
+    UPDATE secumon._alert_engine_state
+       SET watermark = next_watermark, last_cycle_at = started,
+           last_cycle_ms = extract(epoch FROM clock_timestamp() - started) * 1000,
+           last_cycle_result = format('%s events, %s failing rules', events, failed);
+    RETURN format('%s events, %s failing rules', events, failed);
+END
+$$;
+
+INSERT INTO secumon._jobs (job_name, worker, function_name, description, schedule_interval) VALUES
+    ('alert_evaluation', 'alerts', 'secumon._evaluate_alerts',
+     'Evaluates every enabled alert rule (interval: secumon.alert_interval)', '30 seconds');
+
+-- ---------------------------------------------------------------------------------------------
+-- Operator API
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION secumon.ack_alert(alert_id uuid, comment text DEFAULT NULL)
+RETURNS secumon.alerts
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    al secumon.alerts;
+BEGIN
+    IF alert_id IS NULL THEN
+        RAISE EXCEPTION 'alert_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO al FROM secumon.alerts a WHERE a.id = ack_alert.alert_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert with id %', alert_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT id FROM secumon.active_alerts lists the active alerts.';
+    END IF;
+    IF al.state = 'resolved' THEN
+        RAISE EXCEPTION 'alert % is already resolved', alert_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE secumon.alerts a
+       SET acknowledged_at = now(), acknowledged_by = coalesce(secumon._acting_user(), session_user::text),
+           ack_comment = ack_alert.comment, updated_at = now()
+     WHERE a.id = ack_alert.alert_id
+    RETURNING * INTO al;
+    PERFORM secumon._emit_alert_events(ARRAY[al.id], ARRAY['acknowledged']);
+    RETURN al;
+END
+$$;
+COMMENT ON FUNCTION secumon.ack_alert(uuid, text) IS 'Acknowledges an active alert: records who and why, and stops repeat notifications.';
+
+-- Who is acting: the SecuMon user when the session authenticated, else NULL (the auth module
+-- replaces this function).
+CREATE FUNCTION secumon._acting_user() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN NULL;
+
+CREATE FUNCTION secumon.silence(duration interval, comment text, agent_id text DEFAULT NULL,
+                                rule_id uuid DEFAULT NULL, severity text DEFAULT NULL,
+                                agent_labels jsonb DEFAULT '{}', starts_at timestamptz DEFAULT now(),
+                                tenant_id text DEFAULT 'default')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id uuid;
+BEGIN
+    IF duration IS NULL OR duration <= interval '0' THEN
+        RAISE EXCEPTION 'duration must be positive, got %', coalesce(duration::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO secumon.silences (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment)
+    VALUES (silence.tenant_id, silence.agent_id, silence.rule_id, silence.severity, coalesce(silence.agent_labels, '{}'),
+            coalesce(silence.starts_at, now()), coalesce(silence.starts_at, now()) + silence.duration,
+            coalesce(secumon._acting_user(), session_user::text), silence.comment)
+    RETURNING silences.id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION secumon.silence(interval, text, text, uuid, text, jsonb, timestamptz, text) IS 'Creates a silence / maintenance window and returns its id.';
+
+CREATE FUNCTION secumon.expire_silence(silence_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE secumon.silences s SET ends_at = greatest(s.starts_at + interval '1 microsecond', now())
+     WHERE s.id = silence_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no silence with id %', silence_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- Backtest: which agents/series would a rule have alerted on over a past interval, and when.
+-- Same semantics as the engine, sample by sample.
+CREATE FUNCTION secumon.test_rule(metric text, condition text, threshold float8, duration interval,
+                                  "from" timestamptz, "to" timestamptz, for_agent text DEFAULT NULL,
+                                  recovery_threshold float8 DEFAULT NULL, for_series_key text DEFAULT NULL,
+                                  agent_labels jsonb DEFAULT '{}')
+RETURNS TABLE (agent_id text, series_key text, pending_at timestamptz, fired_at timestamptz,
+               resolved_at timestamptz, peak_value float8)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    m_type text := split_part(metric, '.', 1);
+    m_name text := substr(metric, strpos(metric, '.') + 1);
+    s record;
+    cur_agent integer;
+    cur_key text;
+    cond boolean;
+    recovered boolean;
+    st text := 'inactive';
+    p_at timestamptz;
+    f_at timestamptz;
+    peak float8;
+    cur_agent_id text;
+BEGIN
+    IF metric IS NULL OR strpos(metric, '.') = 0 THEN
+        RAISE EXCEPTION 'metric must be "<type>.<name>", e.g. cpu.usage_percent, got %', coalesce(quote_literal(metric), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
+        RAISE EXCEPTION 'from must be before to (got % .. %)', coalesce("from"::text, 'NULL'), coalesce("to"::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM secumon._validate_rule('threshold', m_type, m_name, for_agent, agent_labels, condition, threshold,
+                                   recovery_threshold, duration, NULL, 'info', NULL);
+    FOR s IN EXECUTE format($t$
+        SELECT x.agent_key, a.agent_id, x.series_key, x.time, x.value
+          FROM (%s) x JOIN secumon.agents a ON a.agent_key = x.agent_key
+         WHERE ($5::text IS NULL OR a.agent_id = $5) AND ($6::text IS NULL OR x.series_key = $6)
+           AND ($7 = '{}' OR a.labels @> $7) AND x.time >= $3
+         ORDER BY x.agent_key, x.series_key, x.time
+        $t$, secumon._alert_samples_query('s.time >= $3 - interval ''10 minutes'' AND s.time <= $4',
+                                          's.time >= $3 - interval ''10 minutes'' AND s.time <= $4'))
+        USING NULL::timestamptz, ARRAY[metric], "from", "to", for_agent, for_series_key, agent_labels
+    LOOP
+        IF cur_agent IS DISTINCT FROM s.agent_key OR cur_key IS DISTINCT FROM s.series_key THEN
+            IF st IN ('pending', 'firing') AND f_at IS NOT NULL THEN
+                agent_id := cur_agent_id; series_key := cur_key; pending_at := p_at; fired_at := f_at;
+                resolved_at := NULL; peak_value := peak;
+                RETURN NEXT;
+            END IF;
+            cur_agent := s.agent_key; cur_key := s.series_key; cur_agent_id := s.agent_id;
+            st := 'inactive'; p_at := NULL; f_at := NULL; peak := NULL;
+        END IF;
+        cond := CASE condition WHEN 'gt' THEN s.value > threshold WHEN 'gte' THEN s.value >= threshold
+                               WHEN 'lt' THEN s.value < threshold WHEN 'lte' THEN s.value <= threshold
+                               ELSE s.value = threshold END;
+        recovered := CASE WHEN recovery_threshold IS NULL THEN NOT cond
+                          WHEN condition = 'gt' THEN s.value <= recovery_threshold
+                          WHEN condition = 'gte' THEN s.value < recovery_threshold
+                          WHEN condition = 'lt' THEN s.value >= recovery_threshold
+                          ELSE s.value > recovery_threshold END;
+        IF st = 'inactive' AND cond THEN
+            st := 'pending'; p_at := s.time; peak := s.value;
+        ELSIF st = 'pending' AND NOT cond THEN
+            st := 'inactive'; p_at := NULL; peak := NULL;
+        END IF;
+        IF st IN ('pending', 'firing') THEN
+            peak := CASE WHEN condition IN ('lt', 'lte') THEN least(peak, s.value) ELSE greatest(peak, s.value) END;
+        END IF;
+        IF st = 'pending' AND s.time - p_at >= duration THEN
+            st := 'firing'; f_at := p_at + duration;
+        ELSIF st = 'firing' AND recovered THEN
+            agent_id := s.agent_id; series_key := s.series_key; pending_at := p_at; fired_at := f_at;
+            resolved_at := s.time; peak_value := peak;
+            RETURN NEXT;
+            st := 'inactive'; p_at := NULL; f_at := NULL; peak := NULL;
+            IF cond THEN  -- cannot happen without hysteresis; with it, a recovered value is not a breach
+                st := 'pending'; p_at := s.time; peak := s.value;
+            END IF;
+        END IF;
+    END LOOP;
+    IF st = 'firing' THEN
+        agent_id := cur_agent_id; series_key := cur_key; pending_at := p_at; fired_at := f_at;
+        resolved_at := NULL; peak_value := peak;
+        RETURN NEXT;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION secumon.test_rule(text, text, float8, interval, timestamptz, timestamptz, text, float8, text, jsonb) IS 'Backtest: the alerts a rule would have raised over a past interval (resolved_at NULL: still firing at the end).';
+
+CREATE FUNCTION secumon.test_rule(rule_id uuid, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (agent_id text, series_key text, pending_at timestamptz, fired_at timestamptz,
+               resolved_at timestamptz, peak_value float8)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r secumon.alert_rules;
+BEGIN
+    SELECT * INTO r FROM secumon.alert_rules WHERE id = test_rule.rule_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert rule with id %', rule_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF r.kind <> 'threshold' THEN
+        RAISE EXCEPTION 'only threshold rules can be backtested' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN QUERY SELECT * FROM secumon.test_rule(r.metric_type || '.' || r.metric_name, r.condition, r.threshold,
+                                                 r.duration, "from", "to", r.agent_id, r.recovery_threshold,
+                                                 r.series_key, r.agent_labels);
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Views for operators
+-- ---------------------------------------------------------------------------------------------
+
+CREATE VIEW secumon.active_alerts WITH (security_invoker = true) AS
+SELECT al.id, al.rule_id, r.name AS rule_name, al.tenant_id, al.agent_id, al.series_key, al.state, al.severity,
+       al.metric_name, r.condition, al.threshold, al.current_value, al.started_at, al.triggered_at,
+       al.last_sample_at, al.acknowledged_at, al.acknowledged_by, al.ack_comment,
+       secumon._is_silenced(al.tenant_id, al.agent_id, al.rule_id, al.severity, ag.labels) AS silenced,
+       now() - coalesce(al.triggered_at, al.started_at) AS age
+  FROM secumon.alerts al
+  JOIN secumon.alert_rules r ON r.id = al.rule_id
+  LEFT JOIN secumon.agents ag ON ag.agent_id = al.agent_id
+ WHERE al.state IN ('pending', 'firing');
+COMMENT ON VIEW secumon.active_alerts IS 'Pending and firing alerts, with whether a silence currently covers them.';
+
+CREATE VIEW secumon.alert_history WITH (security_invoker = true) AS
+SELECT al.id, al.rule_id, r.name AS rule_name, al.tenant_id, al.agent_id, al.series_key, al.state, al.severity,
+       al.metric_name, al.threshold, al.current_value, al.started_at, al.triggered_at, al.resolved_at,
+       al.acknowledged_at, al.acknowledged_by, al.ack_comment,
+       coalesce(al.resolved_at, now()) - coalesce(al.triggered_at, al.started_at) AS duration,
+       al.triggered_at IS NOT NULL AS fired
+  FROM secumon.alerts al
+  JOIN secumon.alert_rules r ON r.id = al.rule_id;
+COMMENT ON VIEW secumon.alert_history IS 'Every alert episode, including those that resolved while pending (fired = false).';
+
+CREATE VIEW secumon.alert_rule_status WITH (security_invoker = true) AS
+SELECT r.id, r.name, r.tenant_id, r.kind, r.enabled,
+       CASE WHEN r.enabled THEN coalesce(e.failed_at, s.last_cycle_at) END AS last_evaluated_at,
+       CASE WHEN r.enabled AND e.rule_id IS NULL THEN s.last_cycle_ms END AS last_evaluation_ms,
+       e.error AS last_error, e.failed_at AS last_error_at,
+       (SELECT count(*) FROM secumon.alerts a WHERE a.rule_id = r.id AND a.state = 'pending') AS pending,
+       (SELECT count(*) FROM secumon.alerts a WHERE a.rule_id = r.id AND a.state = 'firing') AS firing
+  FROM secumon.alert_rules r
+  LEFT JOIN secumon._alert_rule_errors e ON e.rule_id = r.id
+ CROSS JOIN secumon._alert_engine_state s;
+COMMENT ON VIEW secumon.alert_rule_status IS 'Per rule: when it was last evaluated, how long the pass took, its last error, active alerts.';
