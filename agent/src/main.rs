@@ -1,0 +1,156 @@
+//! `secumon-agent [--config FILE] [--once] [--dry-run] [--version] [--help]`
+//!
+//! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+//! Errors are one line on stderr starting with `secumon-agent: error: `.
+
+use secumon_agent::collect::Collector;
+use secumon_agent::{config, daemon, log, signals, VERSION};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+const HELP: &str = "\
+secumon-agent — collects host metrics and ships them to the SecuMon PostgreSQL extension
+
+Usage: secumon-agent [--config FILE] [--once] [--dry-run] [--version] [--help]
+
+Options:
+  -c, --config FILE  configuration file (default: /etc/secumon/agent.toml if it exists)
+      --once         collect one report, register, ingest it and exit
+      --dry-run      print one report as JSON on stdout; touch no database (implies --once)
+  -V, --version      print the version and exit
+  -h, --help         print this help and exit
+
+Without --once the agent runs until SIGINT/SIGTERM: it collects every `interval`,
+spools each report on disk and ships the spool to the database, replaying it in order
+after an outage.
+
+Environment (overrides the file):
+  SECUMON_AGENT_ID  SECUMON_DATABASE  SECUMON_INTERVAL  SECUMON_SPOOL_DIR
+  SECUMON_SPOOL_MAX_BYTES  SECUMON_TOP_PROCESSES  SECUMON_LOG_LEVEL
+The database connection string is libpq's (key=value or postgresql:// URI); PG*
+variables, ~/.pgpass, TLS and SCRAM work as with psql.
+";
+
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    config: Option<PathBuf>,
+    once: bool,
+    dry_run: bool,
+    version: bool,
+    help: bool,
+}
+
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+    let mut out = Args::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let Some(s) = arg.to_str() else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
+        match s {
+            "--once" => out.once = true,
+            "--dry-run" => out.dry_run = true,
+            "-V" | "--version" => out.version = true,
+            "-h" | "--help" => out.help = true,
+            "-c" | "--config" => {
+                let v = it.next().ok_or_else(|| format!("{s} needs a file name"))?;
+                out.config = Some(PathBuf::from(v));
+            }
+            _ if s.starts_with("--config=") => {
+                let v = &s["--config=".len()..];
+                if v.is_empty() {
+                    return Err("--config needs a file name".into());
+                }
+                out.config = Some(PathBuf::from(v));
+            }
+            _ if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ => return Err(format!("unexpected argument {s:?}")),
+        }
+    }
+    Ok(out)
+}
+
+fn fail(code: i32, message: &str) -> i32 {
+    eprintln!("secumon-agent: error: {}", log::one_line(message));
+    code
+}
+
+fn real_main() -> i32 {
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => return fail(2, &format!("{e} (see secumon-agent --help)")),
+    };
+    if args.help {
+        print!("{HELP}");
+        return 0;
+    }
+    if args.version {
+        println!("secumon-agent {VERSION}");
+        return 0;
+    }
+    let cfg = match config::load(args.config.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    log::set_level(cfg.log_level);
+    if let Err(e) = signals::install() {
+        return fail(1, &format!("cannot install signal handlers: {e}"));
+    }
+
+    if args.dry_run {
+        let report = Collector::new(&cfg).collect();
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{}", report.to_json_pretty()).and_then(|_| out.flush()) {
+            Ok(()) => 0,
+            // `secumon-agent --dry-run | head` is not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(e) => fail(1, &format!("cannot write to stdout: {e}")),
+        };
+    }
+    if args.once {
+        return match daemon::run_once(&cfg) {
+            Ok(_) => 0,
+            Err(e) => fail(1, &e),
+        };
+    }
+    match daemon::run(&cfg) {
+        Ok(()) => 0,
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<Args, String> {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let a = parse(&["--config", "/x.toml", "--once", "--dry-run"]).unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("/x.toml")));
+        assert!(a.once && a.dry_run);
+        assert_eq!(
+            parse(&["--config=/y.toml"]).unwrap().config,
+            Some(PathBuf::from("/y.toml"))
+        );
+        assert!(parse(&["-V"]).unwrap().version);
+        assert!(parse(&["-h"]).unwrap().help);
+    }
+
+    #[test]
+    fn rejects_bad_usage() {
+        assert!(parse(&["--config"]).unwrap_err().contains("needs a file"));
+        assert!(parse(&["--frobnicate"])
+            .unwrap_err()
+            .contains("unknown option --frobnicate"));
+        assert!(parse(&["extra"]).is_err());
+    }
+}
