@@ -329,10 +329,11 @@ INSERT INTO secumon.alert_rules (name, description, metric_type, metric_name, co
 -- ---------------------------------------------------------------------------------------------
 
 -- SQL text of a query yielding (agent_key, series, series_key, time, value) for the series in $2
--- (text[]), restricted by `sample_filter` (on alias s: metric_samples, disk_metrics or
--- network_metrics) and, for counters turned into per-second rates, by `counter_filter`, which
--- may reach further back so that the first new sample has a predecessor.
-CREATE FUNCTION secumon._alert_samples_query(sample_filter text, counter_filter text) RETURNS text
+-- (text[]): rows of metric_samples (alias s) passing `metric_filter`, of disk_metrics (alias s,
+-- agents alias a) passing `disk_filter`, and per-second rates of the disk and network counters
+-- (alias s, agents alias a) computed from rows passing `counter_filter`, which may reach further
+-- back than the others so that the first new sample has a predecessor.
+CREATE FUNCTION secumon._alert_samples_query(metric_filter text, disk_filter text, counter_filter text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $q$
 SELECT format($f$
     SELECT s.agent_key, ls.series, ''::text AS series_key, s.time, s.vals[ls.idx] AS value
@@ -353,7 +354,7 @@ SELECT format($f$
                                 ('disk.free_bytes', s.free_bytes::float8),
                                 ('disk.inodes_total', s.inodes_total::float8),
                                 ('disk.inodes_used', s.inodes_used::float8)) AS v(series, value)
-     WHERE %1$s AND v.series = ANY ($2) AND v.value IS NOT NULL
+     WHERE %2$s AND v.series = ANY ($2) AND v.value IS NOT NULL
     UNION ALL
     SELECT r.agent_key, r.series, r.series_key, r.time, r.value
       FROM (SELECT c.agent_key, c.series, c.series_key, c.time,
@@ -370,7 +371,7 @@ SELECT format($f$
                                                 ('disk.write_bytes', s.write_bytes::float8),
                                                 ('disk.read_ops', s.read_ops::float8),
                                                 ('disk.write_ops', s.write_ops::float8)) AS v(series, counter)
-                     WHERE %2$s AND v.series = ANY ($2)
+                     WHERE %3$s AND v.series = ANY ($2)
                     UNION ALL
                     SELECT a.agent_key, v.series, s.interface, s.time, v.counter
                       FROM secumon.network_metrics s
@@ -383,10 +384,10 @@ SELECT format($f$
                                                 ('network.errors_out', s.errors_out::float8),
                                                 ('network.drops_in', s.drops_in::float8),
                                                 ('network.drops_out', s.drops_out::float8)) AS v(series, counter)
-                     WHERE %2$s AND v.series = ANY ($2)) c
+                     WHERE %3$s AND v.series = ANY ($2)) c
             WINDOW w AS (PARTITION BY c.agent_key, c.series, c.series_key ORDER BY c.time)) r
      WHERE r.value IS NOT NULL
-$f$, sample_filter, counter_filter)
+$f$, metric_filter, disk_filter, counter_filter)
 $q$;
 
 -- The comparison of a rule, as SQL over columns v (value) and the rule alias r.
@@ -465,125 +466,202 @@ $$;
 -- Evaluates the threshold rules `rule_ids` over the samples ingested after `since`.
 -- Returns the number of transitions that produced events.
 CREATE FUNCTION secumon._evaluate_threshold_rules(rule_ids uuid[], since timestamptz) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET max_parallel_workers_per_gather = 0
+SET jit = off
+AS $$
 DECLARE
-    series_list text[];
-    has_counters boolean;
     counter_lookback constant interval := interval '10 minutes';
+    has_counters boolean;
+    metric_hot text;
+    disk_hot text;
     ids uuid[];
     kinds text[];
 BEGIN
-    SELECT array_agg(DISTINCT r.metric_type || '.' || r.metric_name),
-           bool_or(c.kind = 'counter')
-      INTO series_list, has_counters
+    -- Rules in scope, one row each, with the series they watch.
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_rules ON COMMIT DROP AS
+        SELECT r.*, ''::text AS series, false AS counter FROM secumon.alert_rules r WITH NO DATA;
+    TRUNCATE _secumon_rules;
+    INSERT INTO _secumon_rules
+    SELECT r.*, r.metric_type || '.' || r.metric_name, coalesce(c.kind = 'counter', false)
       FROM secumon.alert_rules r
+      JOIN unnest(rule_ids) AS u(id) ON u.id = r.id
       LEFT JOIN secumon.metric_catalog c ON c.metric_type = r.metric_type AND c.metric_name = r.metric_name
-     WHERE r.id = ANY (rule_ids) AND r.kind = 'threshold';
-    IF series_list IS NULL THEN
+     WHERE r.kind = 'threshold';
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    ANALYZE _secumon_rules;
+    SELECT bool_or(counter) INTO has_counters FROM _secumon_rules;
 
-    -- 1. Groups worth a look: new samples beyond the loosest threshold of some rule on their
-    --    series, or groups that already have an active alert.
-    CREATE TEMP TABLE IF NOT EXISTS _secumon_hot (agent_key integer, series text, series_key text) ON COMMIT DROP;
-    TRUNCATE _secumon_hot;
+    -- 1. Agents worth a look. A sample can only start or continue a breach if it passes the
+    --    loosest threshold of some rule on its series; that test is compiled into one predicate
+    --    per source, so a cycle with nothing in breach reads the new rows once and keeps none.
+    WITH bounds AS (
+        SELECT r.series,
+               min(r.threshold) FILTER (WHERE r.condition IN ('gt', 'gte')) AS low,
+               max(r.threshold) FILTER (WHERE r.condition IN ('lt', 'lte')) AS high,
+               bool_or(r.condition NOT IN ('gt', 'gte', 'lt', 'lte')) AS other
+          FROM _secumon_rules r WHERE NOT r.counter GROUP BY r.series),
+    tests AS (
+        SELECT b.series, term.sql
+          FROM bounds b
+         CROSS JOIN LATERAL (VALUES (CASE WHEN b.low IS NOT NULL THEN format('%%1$s >= %L::float8', b.low) END),
+                                    (CASE WHEN b.high IS NOT NULL THEN format('%%1$s <= %L::float8', b.high) END),
+                                    (CASE WHEN b.other THEN '%1$s IS NOT NULL' END)) AS term(sql)
+         WHERE term.sql IS NOT NULL),
+    per_layout AS (
+        SELECT l.layout_id, string_agg(format(t.sql, format('s.vals[%s]', u.idx)), ' OR ') AS test
+          FROM secumon.metric_layouts l
+         CROSS JOIN LATERAL unnest(l.series) WITH ORDINALITY AS u(series, idx)
+          JOIN tests t ON t.series = u.series
+         GROUP BY l.layout_id)
+    SELECT (SELECT coalesce(string_agg(format('(s.layout_id = %s AND (%s))', layout_id, test), ' OR '), 'false') FROM per_layout),
+           (SELECT coalesce(string_agg(format(t.sql, format('s.%I', substr(t.series, 6))), ' OR '), 'false')
+              FROM tests t WHERE t.series LIKE 'disk.%')
+      INTO metric_hot, disk_hot;
+
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_hot_agents (agent_key integer PRIMARY KEY) ON COMMIT DROP;
+    TRUNCATE _secumon_hot_agents;
     EXECUTE format($h$
-        INSERT INTO _secumon_hot
-        WITH bounds AS (
-            SELECT r.metric_type || '.' || r.metric_name AS series,
-                   min(r.threshold) FILTER (WHERE r.condition IN ('gt', 'gte')) AS low,
-                   max(r.threshold) FILTER (WHERE r.condition IN ('lt', 'lte')) AS high,
-                   bool_or(r.condition NOT IN ('gt', 'gte', 'lt', 'lte')) AS other
-              FROM secumon.alert_rules r
-             WHERE r.id = ANY ($3) AND r.kind = 'threshold'
-             GROUP BY 1)
-        SELECT DISTINCT x.agent_key, x.series, x.series_key
-          FROM (%s) x JOIN bounds b ON b.series = x.series
-         WHERE x.value >= b.low OR x.value <= b.high OR b.other
+        INSERT INTO _secumon_hot_agents
+        SELECT s.agent_key FROM secumon.metric_samples s WHERE s.ingested_at > $1 AND (%s)
         UNION
-        SELECT ag.agent_key, al.metric_name, al.series_key
+        SELECT a.agent_key FROM secumon.disk_metrics s JOIN secumon.agents a ON a.agent_id = s.agent_id
+         WHERE s.ingested_at > $1 AND (%s)
+        UNION
+        SELECT a.agent_key FROM secumon.network_metrics s JOIN secumon.agents a ON a.agent_id = s.agent_id
+         WHERE $2 AND s.ingested_at > $1
+        UNION
+        SELECT a.agent_key FROM secumon.disk_metrics s JOIN secumon.agents a ON a.agent_id = s.agent_id
+         WHERE $2 AND s.ingested_at > $1
+        UNION
+        SELECT ag.agent_key
           FROM secumon.alerts al
+          JOIN _secumon_rules r ON r.id = al.rule_id
           JOIN secumon.agents ag ON ag.agent_id = al.agent_id
-         WHERE al.state IN ('pending', 'firing') AND al.rule_id = ANY ($3)
-        $h$, secumon._alert_samples_query('s.ingested_at > $1',
-                                          CASE WHEN has_counters THEN 's.ingested_at > $1 - $4' ELSE 'false' END))
-        USING since, series_list, rule_ids, counter_lookback;
-    IF NOT EXISTS (SELECT 1 FROM _secumon_hot) THEN
+         WHERE al.state IN ('pending', 'firing')
+        $h$, metric_hot, disk_hot)
+        USING since, has_counters;
+    IF NOT EXISTS (SELECT 1 FROM _secumon_hot_agents) THEN
         RETURN 0;
     END IF;
+    ANALYZE _secumon_hot_agents;
 
-    -- 2. Every new sample of those groups.
+    -- 2. The new samples of those agents, one row per series value.
     CREATE TEMP TABLE IF NOT EXISTS _secumon_batch
         (agent_key integer, series text, series_key text, time timestamptz, value float8) ON COMMIT DROP;
     TRUNCATE _secumon_batch;
     EXECUTE format($b$
         INSERT INTO _secumon_batch
-        SELECT x.* FROM (%s) x
-          JOIN _secumon_hot h ON h.agent_key = x.agent_key AND h.series = x.series AND h.series_key = x.series_key
-        $b$, secumon._alert_samples_query('s.ingested_at > $1',
-                                          CASE WHEN has_counters THEN 's.ingested_at > $1 - $4' ELSE 'false' END))
-        USING since, series_list, rule_ids, counter_lookback;
+        SELECT x.* FROM (%s) x WHERE x.time IS NOT NULL
+        $b$, secumon._alert_samples_query(
+                 's.ingested_at > $1 AND s.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)',
+                 's.ingested_at > $1 AND a.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)',
+                 CASE WHEN has_counters
+                      THEN 's.ingested_at > $1 - $3 AND a.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)'
+                      ELSE 'false' END))
+        USING since, (SELECT array_agg(DISTINCT series) FROM _secumon_rules), counter_lookback;
+    ANALYZE _secumon_batch;
 
-    -- 3. Per rule and series: where the condition last failed, where the current breach began,
-    --    whether a firing alert has recovered; then the transitions, set-based.
-    WITH rules AS (
-        SELECT r.*, r.metric_type || '.' || r.metric_name AS series
-          FROM secumon.alert_rules r
-         WHERE r.id = ANY (rule_ids) AND r.kind = 'threshold'),
-    evaluated AS (
-        SELECT r.id AS rule_id, b.agent_key, b.series_key, b.time, b.value,
+    -- 3. Per (agent, series): range and ends of the new values.
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_groups ON COMMIT DROP AS
+        SELECT agent_key, series, series_key, 0::float8 AS vmin, 0::float8 AS vmax, now() AS first_time,
+               now() AS last_time, 0::float8 AS last_value FROM _secumon_batch WITH NO DATA;
+    TRUNCATE _secumon_groups;
+    INSERT INTO _secumon_groups
+    SELECT agent_key, series, series_key, min(value), max(value), min(time), max(time),
+           (array_agg(value ORDER BY time DESC))[1]
+      FROM _secumon_batch GROUP BY 1, 2, 3;
+    ANALYZE _secumon_groups;
+
+    -- 4. Rule x group pairs. Most are decided by the range alone: every new value breaches
+    --    ("all"), none does ("none"); only "mixed" pairs are looked at sample by sample.
+    CREATE TEMP TABLE IF NOT EXISTS _secumon_pairs (
+        rule_id uuid, agent_key integer, agent_id text, tenant_id text, series text, series_key text,
+        severity text, threshold float8, duration interval, first_time timestamptz, last_time timestamptz,
+        last_value float8, verdict text, alert_id uuid, alert_state text, alert_started_at timestamptz,
+        last_not_cond timestamptz, breach_start timestamptz, last_not_recovered timestamptz,
+        recovered_at timestamptz) ON COMMIT DROP;
+    TRUNCATE _secumon_pairs;
+    INSERT INTO _secumon_pairs
+    SELECT p.*,
+           CASE p.verdict WHEN 'all' THEN NULL WHEN 'none' THEN p.last_time END,
+           CASE p.verdict WHEN 'all' THEN p.first_time END,
+           CASE p.verdict WHEN 'all' THEN p.last_time END,
+           CASE p.verdict WHEN 'none' THEN p.first_time END
+      FROM (SELECT r.id AS rule_id, g.agent_key, a.agent_id, r.tenant_id, r.series, g.series_key, r.severity, r.threshold,
+                   r.duration, g.first_time, g.last_time, g.last_value,
+                   CASE WHEN r.recovery_threshold IS NOT NULL THEN 'mixed'
+                        WHEN r.condition = 'gt' THEN CASE WHEN g.vmin > r.threshold THEN 'all' WHEN g.vmax <= r.threshold THEN 'none' ELSE 'mixed' END
+                        WHEN r.condition = 'gte' THEN CASE WHEN g.vmin >= r.threshold THEN 'all' WHEN g.vmax < r.threshold THEN 'none' ELSE 'mixed' END
+                        WHEN r.condition = 'lt' THEN CASE WHEN g.vmax < r.threshold THEN 'all' WHEN g.vmin >= r.threshold THEN 'none' ELSE 'mixed' END
+                        WHEN r.condition = 'lte' THEN CASE WHEN g.vmax <= r.threshold THEN 'all' WHEN g.vmin > r.threshold THEN 'none' ELSE 'mixed' END
+                        WHEN r.condition = 'eq' THEN CASE WHEN g.vmin = r.threshold AND g.vmax = r.threshold THEN 'all'
+                                                          WHEN g.vmin > r.threshold OR g.vmax < r.threshold THEN 'none' ELSE 'mixed' END
+                        ELSE CASE WHEN secumon._invalid_rule(r.id, 'condition') THEN 'mixed' END
+                   END AS verdict,
+                   al.id AS alert_id, al.state AS alert_state, al.started_at AS alert_started_at
+              FROM _secumon_groups g
+              JOIN _secumon_rules r ON r.series = g.series
+              JOIN secumon.agents a ON a.agent_key = g.agent_key AND a.tenant_id = r.tenant_id
+              LEFT JOIN secumon.alerts al ON al.rule_id = r.id AND al.agent_id = a.agent_id
+                                         AND al.series_key = g.series_key AND al.state IN ('pending', 'firing')
+             WHERE (r.agent_id IS NULL OR r.agent_id = a.agent_id)
+               AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
+               AND (r.series_key IS NULL OR r.series_key = g.series_key)) p
+     WHERE p.verdict <> 'none' OR p.alert_id IS NOT NULL;
+    ANALYZE _secumon_pairs;
+
+    -- Mixed pairs, sample by sample: where the condition last failed, where the current breach
+    -- began, where a firing alert last was not recovered and when it recovered.
+    WITH evaluated AS (
+        SELECT p.rule_id, p.agent_key, p.series_key, b.time, b.value,
                CASE r.condition
-                   WHEN 'gt' THEN b.value > r.threshold
-                   WHEN 'gte' THEN b.value >= r.threshold
-                   WHEN 'lt' THEN b.value < r.threshold
-                   WHEN 'lte' THEN b.value <= r.threshold
-                   WHEN 'eq' THEN b.value = r.threshold
-                   ELSE secumon._invalid_rule(r.id, 'condition')
+                   WHEN 'gt' THEN b.value > r.threshold WHEN 'gte' THEN b.value >= r.threshold
+                   WHEN 'lt' THEN b.value < r.threshold WHEN 'lte' THEN b.value <= r.threshold
+                   ELSE b.value = r.threshold
                END AS cond,
                CASE WHEN r.recovery_threshold IS NULL THEN NULL
                     WHEN r.condition = 'gt' THEN b.value <= r.recovery_threshold
                     WHEN r.condition = 'gte' THEN b.value < r.recovery_threshold
                     WHEN r.condition = 'lt' THEN b.value >= r.recovery_threshold
-                    WHEN r.condition = 'lte' THEN b.value > r.recovery_threshold
+                    ELSE b.value > r.recovery_threshold
                END AS recovered_explicit
-          FROM _secumon_batch b
-          JOIN rules r ON r.series = b.series
-          JOIN secumon.agents a ON a.agent_key = b.agent_key AND a.tenant_id = r.tenant_id
-         WHERE (r.agent_id IS NULL OR r.agent_id = a.agent_id)
-           AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
-           AND (r.series_key IS NULL OR r.series_key = b.series_key)),
+          FROM _secumon_pairs p
+          JOIN _secumon_rules r ON r.id = p.rule_id
+          JOIN _secumon_batch b ON b.agent_key = p.agent_key AND b.series = p.series AND b.series_key = p.series_key
+         WHERE p.verdict = 'mixed'),
     marked AS (
         SELECT e.*, coalesce(e.recovered_explicit, NOT e.cond) AS recovered,
-               max(e.time) FILTER (WHERE NOT e.cond) OVER g AS last_not_cond,
-               max(e.time) FILTER (WHERE NOT coalesce(e.recovered_explicit, NOT e.cond)) OVER g AS last_not_recovered
+               max(e.time) FILTER (WHERE NOT e.cond) OVER g AS lnc,
+               max(e.time) FILTER (WHERE NOT coalesce(e.recovered_explicit, NOT e.cond)) OVER g AS lnr
           FROM evaluated e
         WINDOW g AS (PARTITION BY e.rule_id, e.agent_key, e.series_key)),
     summary AS (
-        SELECT m.rule_id, m.agent_key, m.series_key,
-               max(m.time) AS last_time,
-               max(m.last_not_cond) AS last_not_cond,
-               max(m.last_not_recovered) AS last_not_recovered,
-               min(m.time) FILTER (WHERE m.cond AND m.time > coalesce(m.last_not_cond, '-infinity')) AS breach_start,
-               min(m.time) FILTER (WHERE m.recovered AND m.time > coalesce(m.last_not_recovered, '-infinity')) AS recovered_at,
-               (array_agg(m.value ORDER BY m.time DESC))[1] AS last_value
-          FROM marked m
-         GROUP BY 1, 2, 3),
-    decided AS (
-        SELECT s.*, a.agent_id, r.tenant_id, r.series AS metric, r.severity, r.threshold, r.duration,
-               al.id AS alert_id, al.state AS alert_state, al.started_at AS alert_started_at,
-               CASE WHEN al.state = 'pending' AND s.last_not_cond IS NULL THEN al.started_at
-                    ELSE s.breach_start END AS breach_from
-          FROM summary s
-          JOIN rules r ON r.id = s.rule_id
-          JOIN secumon.agents a ON a.agent_key = s.agent_key
-          LEFT JOIN secumon.alerts al ON al.rule_id = s.rule_id AND al.agent_id = a.agent_id
-                                     AND al.series_key = s.series_key AND al.state IN ('pending', 'firing')),
+        SELECT m.rule_id, m.agent_key, m.series_key, max(m.lnc) AS lnc, max(m.lnr) AS lnr,
+               min(m.time) FILTER (WHERE m.cond AND m.time > coalesce(m.lnc, '-infinity')) AS breach_start,
+               min(m.time) FILTER (WHERE m.recovered AND m.time > coalesce(m.lnr, '-infinity')) AS recovered_at
+          FROM marked m GROUP BY 1, 2, 3)
+    UPDATE _secumon_pairs p
+       SET last_not_cond = s.lnc, breach_start = s.breach_start, last_not_recovered = s.lnr,
+           recovered_at = s.recovered_at
+      FROM summary s
+     WHERE p.rule_id = s.rule_id AND p.agent_key = s.agent_key AND p.series_key = s.series_key;
+
+    -- 5. Transitions.
+    WITH decided AS (
+        SELECT p.*,
+               CASE WHEN p.alert_state = 'pending' AND p.last_not_cond IS NULL THEN p.alert_started_at
+                    ELSE p.breach_start END AS breach_from
+          FROM _secumon_pairs p),
     opened AS (
         INSERT INTO secumon.alerts (rule_id, tenant_id, agent_id, series_key, state, severity, metric_name, threshold,
                                     current_value, started_at, triggered_at, last_sample_at, last_notified_at)
         SELECT d.rule_id, d.tenant_id, d.agent_id, d.series_key,
                CASE WHEN d.last_time - d.breach_from >= d.duration THEN 'firing' ELSE 'pending' END,
-               d.severity, d.metric, d.threshold, d.last_value, d.breach_from,
+               d.severity, d.series, d.threshold, d.last_value, d.breach_from,
                CASE WHEN d.last_time - d.breach_from >= d.duration THEN d.breach_from + d.duration END,
                d.last_time,
                CASE WHEN d.last_time - d.breach_from >= d.duration THEN now() END
@@ -697,7 +775,11 @@ $$;
 -- fails, each rule is evaluated on its own so that one broken rule is marked with its error
 -- (secumon.alert_rule_status) while the others keep working.
 CREATE FUNCTION secumon._evaluate_alerts() RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET max_parallel_workers_per_gather = 0  -- the scans are small; starting workers would dominate
+SET jit = off
+AS $$
 DECLARE
     st secumon._alert_engine_state%ROWTYPE;
     started timestamptz := clock_timestamp();
@@ -713,9 +795,12 @@ BEGIN
     -- Rows of transactions still open are not visible yet; they were stamped no earlier than
     -- their transaction's start, so the next cycle must look back that far. A transaction left
     -- open for more than 5 minutes does not hold the engine back further.
+    -- Rows are stamped with their transaction's start time, and the next cycle reads rows
+    -- stamped strictly after the watermark: hence the microsecond before that start.
     next_watermark := greatest(least(now(), coalesce((SELECT min(xact_start) FROM pg_catalog.pg_stat_activity
                                                       WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL
-                                                        AND backend_type = 'client backend'), now())),
+                                                        AND backend_type = 'client backend'), now())
+                                            - interval '1 microsecond'),
                                now() - interval '5 minutes');
 
     SELECT array_agg(r.id) FILTER (WHERE e.rule_id IS NULL), array_agg(r.id) FILTER (WHERE e.rule_id IS NOT NULL)
@@ -871,7 +956,7 @@ BEGIN
          WHERE ($5::text IS NULL OR a.agent_id = $5) AND ($6::text IS NULL OR x.series_key = $6)
            AND ($7 = '{}' OR a.labels @> $7) AND x.time >= $3
          ORDER BY x.agent_key, x.series_key, x.time
-        $t$, secumon._alert_samples_query('s.time >= $3 - interval ''10 minutes'' AND s.time <= $4',
+        $t$, secumon._alert_samples_query('s.time >= $3 AND s.time <= $4', 's.time >= $3 AND s.time <= $4',
                                           's.time >= $3 - interval ''10 minutes'' AND s.time <= $4'))
         USING NULL::timestamptz, ARRAY[metric], "from", "to", for_agent, for_series_key, agent_labels
     LOOP

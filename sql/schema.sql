@@ -72,8 +72,14 @@ CREATE TABLE secumon.metric_samples (
 ) PARTITION BY RANGE (time);
 -- The alert engine reads what arrived since its last cycle by ingest time, whatever the samples'
 -- own timestamps; a BRIN index makes that a few pages per partition.
-CREATE INDEX metric_samples_ingested_at ON secumon.metric_samples USING brin (ingested_at);
-ALTER TABLE secumon.metric_samples ADD CONSTRAINT metric_samples_agent_time UNIQUE (agent_key, time);
+CREATE INDEX metric_samples_ingested_at ON secumon.metric_samples USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on);
+-- One report per (agent, time): a UNIQUE index on each partition (see _ensure_partition), not
+-- a constraint on the parent, because a compressed day is a foreign-table partition and
+-- PostgreSQL refuses foreign partitions under a unique index. INSERT ... ON CONFLICT DO NOTHING
+-- still uses the partition's index as arbiter.
+-- Rollup refreshes read time ranges across all agents: a BRIN index keeps that proportional to
+-- the range, not to the day.
+CREATE INDEX metric_samples_time ON secumon.metric_samples USING brin (time) WITH (pages_per_range = 16);
 COMMENT ON TABLE secumon.metric_samples IS 'Physical storage behind secumon.metrics: one row per agent report, values ordered as in metric_layouts.';
 
 CREATE TABLE secumon.disk_metrics (
@@ -95,8 +101,9 @@ CREATE TABLE secumon.disk_metrics (
     write_ops            bigint,
     ingested_at          timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (time);
-CREATE INDEX disk_metrics_ingested_at ON secumon.disk_metrics USING brin (ingested_at);
+CREATE INDEX disk_metrics_ingested_at ON secumon.disk_metrics USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on);
 CREATE INDEX disk_metrics_agent_mount_time ON secumon.disk_metrics (agent_id, mountpoint, time);
+CREATE INDEX disk_metrics_time ON secumon.disk_metrics USING brin (time) WITH (pages_per_range = 16);
 
 CREATE TABLE secumon.network_metrics (
     time         timestamptz NOT NULL,
@@ -112,8 +119,9 @@ CREATE TABLE secumon.network_metrics (
     drops_out    bigint,
     ingested_at  timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (time);
-CREATE INDEX network_metrics_ingested_at ON secumon.network_metrics USING brin (ingested_at);
+CREATE INDEX network_metrics_ingested_at ON secumon.network_metrics USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on);
 CREATE INDEX network_metrics_agent_iface_time ON secumon.network_metrics (agent_id, interface, time);
+CREATE INDEX network_metrics_time ON secumon.network_metrics USING brin (time) WITH (pages_per_range = 16);
 
 CREATE TABLE secumon.process_metrics (
     time           timestamptz NOT NULL,
@@ -132,6 +140,7 @@ CREATE INDEX process_metrics_agent_time ON secumon.process_metrics (agent_id, ti
 -- Rows that fall outside every daily partition land here and are moved out by the
 -- partition_upkeep job: nothing is ever rejected for its date.
 CREATE TABLE secumon_partitions.metric_samples_default PARTITION OF secumon.metric_samples DEFAULT;
+CREATE UNIQUE INDEX metric_samples_default_agent_time ON secumon_partitions.metric_samples_default (agent_key, time);
 CREATE TABLE secumon_partitions.disk_metrics_default PARTITION OF secumon.disk_metrics DEFAULT;
 CREATE TABLE secumon_partitions.network_metrics_default PARTITION OF secumon.network_metrics DEFAULT;
 CREATE TABLE secumon_partitions.process_metrics_default PARTITION OF secumon.process_metrics DEFAULT;
@@ -140,15 +149,25 @@ SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.disk_metrics_defa
 SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.network_metrics_default', '');
 SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.process_metrics_default', '');
 
--- Per-relation lifecycle settings. Retention and compression are applied by later jobs.
+-- Per-relation lifecycle settings: raw tables (partitioned by the maintenance worker) and the
+-- rollups of sql/lifecycle.sql. Retention and compression are applied by the jobs there.
 CREATE TABLE secumon.storage_policies (
     table_name     text PRIMARY KEY,
+    kind           text NOT NULL DEFAULT 'raw' CHECK (kind IN ('raw', 'rollup')),
     premake_days   integer NOT NULL DEFAULT 7 CHECK (premake_days BETWEEN 1 AND 366),
     retention      interval NOT NULL DEFAULT '30 days' CHECK (retention >= interval '1 day'),
-    compress_after interval CHECK (compress_after IS NULL OR compress_after >= interval '1 day')
+    compress_after interval CHECK (compress_after IS NULL OR compress_after >= interval '1 day'),
+    -- Set by retention: everything before it was dropped, so rows arriving for that time are
+    -- expired on arrival and their days are not re-created.
+    dropped_before timestamptz
 );
 INSERT INTO secumon.storage_policies (table_name, retention, compress_after) VALUES
     ('metric_samples', '30 days', '7 days'),
     ('disk_metrics', '30 days', '7 days'),
     ('network_metrics', '30 days', '7 days'),
     ('process_metrics', '30 days', '7 days');
+INSERT INTO secumon.storage_policies (table_name, kind, retention, compress_after) VALUES
+    ('metrics_5min', 'rollup', '90 days', NULL),
+    ('metrics_1hour', 'rollup', '365 days', NULL),
+    ('disk_metrics_1hour', 'rollup', '365 days', NULL),
+    ('network_metrics_1hour', 'rollup', '365 days', NULL);
