@@ -16,7 +16,10 @@ CREATE TABLE secumon._jobs (
     last_error_at     timestamptz,
     runs              bigint NOT NULL DEFAULT 0,
     failures          bigint NOT NULL DEFAULT 0,
-    consecutive_failures integer NOT NULL DEFAULT 0
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    -- When set, runs stay on origin + k * schedule_interval (e.g. daily at 04:00) instead of
+    -- drifting by each run's start delay; see secumon.set_retention_hour().
+    schedule_origin   timestamptz
 );
 COMMENT ON TABLE secumon._jobs IS 'Job schedule and run state; read it through secumon.jobs, change it with secumon.alter_job().';
 
@@ -54,7 +57,9 @@ BEGIN
            SET last_run = started, last_duration = clock_timestamp() - started,
                last_success = clock_timestamp(), last_result = result, last_error = NULL,
                runs = runs + 1, consecutive_failures = 0,
-               next_run = greatest(started + schedule_interval, clock_timestamp())
+               next_run = CASE WHEN j.schedule_origin IS NULL
+                               THEN greatest(started + schedule_interval, clock_timestamp())
+                               ELSE date_bin(schedule_interval, clock_timestamp(), j.schedule_origin) + schedule_interval END
          WHERE job_name = job;
         RETURN 'success: ' || coalesce(result, '');
     EXCEPTION WHEN OTHERS THEN
@@ -116,7 +121,7 @@ SELECT jsonb_build_object(
                         'pid', a.pid,
                         'since', a.backend_start) ORDER BY w.name)
                   FROM (SELECT DISTINCT worker_name AS name
-                          FROM unnest(ARRAY['secumon maintenance', 'secumon alert engine']) AS worker_name) w
+                          FROM unnest(ARRAY['secumon maintenance', 'secumon alert engine', 'secumon notifier']) AS worker_name) w
                   LEFT JOIN pg_stat_activity a ON a.backend_type = w.name),
     'jobs', jsonb_build_object(
         'total', (SELECT count(*) FROM secumon._jobs),
@@ -132,3 +137,17 @@ SELECT jsonb_build_object(
 )
 $$;
 COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, jobs and data freshness as JSON.';
+
+-- DROP / ALTER EXTENSION takes the extension lock exclusively before it locks any object, and
+-- every worker transaction takes it shared first (secumon_pg/src/worker.rs), so a worker cycle
+-- and the command wait for each other instead of deadlocking. It fires for any extension's
+-- DROP/ALTER (ddl_command_start cannot tell which); the wait is a worker cycle at most.
+CREATE FUNCTION secumon._extension_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1589644871);  -- worker::EXTENSION_LOCK (0x5EC00E47)
+END
+$$;
+CREATE EVENT TRIGGER secumon_extension_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'ALTER EXTENSION')
+    EXECUTE FUNCTION secumon._extension_guard();

@@ -25,3 +25,33 @@ GRANT EXECUTE ON FUNCTION secumon.register_agent(text, text, text, text, jsonb),
                           secumon.run_job(text),
                           secumon.alter_job(text, interval, boolean, timestamptz)
    TO secumon_admin;
+
+-- Notifications: channels hold secrets, so only admins see or change them; everyone else sees
+-- what was sent (secumon.notification_history has no settings column).
+REVOKE ALL ON secumon.notification_channels, secumon.notification_outbox FROM secumon_reader, secumon_agent;
+GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.notification_channels TO secumon_admin;
+GRANT SELECT ON secumon.notification_outbox TO secumon_admin;
+GRANT SELECT ON secumon.notification_history TO secumon_reader, secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.test_channel(text), secumon.retry_notification(bigint) TO secumon_admin;
+
+-- Authentication (sql/auth.sql). Login and token functions serve every role that acts for
+-- SecuMon users; the admin functions check inside who may manage whom. The policy functions
+-- (identity, _rls_*) must be callable by anyone a table is ever granted to.
+GRANT USAGE ON SCHEMA secumon TO secumon_web;
+GRANT EXECUTE ON FUNCTION secumon.current_user_id(), secumon.current_tenant(), secumon.current_role(),
+                          secumon._rls_open(), secumon._rls_may_write(boolean),
+                          secumon._agent_key_visible(integer), secumon._agent_id_visible(text)
+   TO PUBLIC;
+GRANT EXECUTE ON FUNCTION secumon.login(text, text, inet), secumon.refresh(text, inet), secumon.logout(text),
+                          secumon.verify_token(text), secumon.authenticate(text, boolean),
+                          secumon.change_password(text, text),
+                          secumon.create_user(text, text, text, text, text), secumon.set_user_role(text, text),
+                          secumon.set_user_password(text, text), secumon.deactivate_user(text),
+                          secumon.activate_user(text), secumon.list_sessions(text),
+                          secumon.revoke_sessions(text, uuid)
+   TO secumon_web, secumon_reader, secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.rotate_jwt_secret(), secumon.login_lockouts(), secumon.unlock_login(text, text)
+   TO secumon_admin;
+GRANT SELECT (id, username, email, role, tenant_id, active, created_at, updated_at, password_changed_at)
+   ON secumon.users TO secumon_web, secumon_reader, secumon_admin;
+GRANT SELECT ON secumon.metrics, secumon.metric_layouts TO secumon_web;

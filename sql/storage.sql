@@ -23,6 +23,10 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TABLE secumon_partitions.%I PARTITION OF secumon.%I FOR VALUES FROM (%L) TO (%L)',
                    part, table_name, secumon._day_start(day), secumon._day_start(day + 1));
+    IF table_name = 'metric_samples' THEN
+        -- The idempotency key of secumon.ingest(); per partition, see sql/schema.sql.
+        EXECUTE format('CREATE UNIQUE INDEX %I ON secumon_partitions.%I (agent_key, time)', part || '_agent_time', part);
+    END IF;
     RETURN 1;
 END
 $$;
@@ -39,6 +43,8 @@ DECLARE
     missing boolean;
     has_rows boolean;
     day date;
+    expired_before timestamptz;
+    expired bigint;
 BEGIN
     created := 0;
     moved := 0;
@@ -59,6 +65,16 @@ BEGIN
     EXECUTE format('WITH gone AS (DELETE FROM %s RETURNING *) INSERT INTO _secumon_moved SELECT * FROM gone',
                    default_part);
     GET DIAGNOSTICS moved = ROW_COUNT;
+    -- Rows older than what retention already dropped are expired on arrival: keeping them would
+    -- re-create a dropped day (and let a rollup refresh overwrite good buckets with a fraction).
+    SELECT sp.dropped_before INTO expired_before FROM secumon.storage_policies sp WHERE sp.table_name = _partition_upkeep_table.table_name;
+    IF expired_before IS NOT NULL THEN
+        DELETE FROM _secumon_moved m WHERE m.time < expired_before;
+        GET DIAGNOSTICS expired = ROW_COUNT;
+        IF expired > 0 THEN
+            RAISE LOG 'secumon: % rows of % older than the retention horizon % discarded', expired, table_name, expired_before;
+        END IF;
+    END IF;
 
     FOR day IN EXECUTE
         'SELECT d::date FROM generate_series($1, $2, interval ''1 day'') AS d
@@ -85,13 +101,15 @@ DECLARE
     moved bigint := 0;
 BEGIN
     -- Same order as secumon.ingest() writes the tables, so lock waits can never form a cycle.
-    FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp
+    FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp WHERE sp.kind = 'raw'
               ORDER BY array_position(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'],
                                       sp.table_name) NULLS LAST, sp.table_name LOOP
         r := secumon._partition_upkeep_table(p.table_name, p.premake_days);
         created := created + r.created;
         moved := moved + r.moved;
     END LOOP;
+    -- Rollup tables (sql/lifecycle.sql) get theirs here too, in this short transaction.
+    created := created + secumon._premake_rollup_partitions();
     RETURN format('%s partitions created, %s rows moved out of default partitions', created, moved);
 END
 $$;
@@ -107,13 +125,14 @@ SELECT parent.relname::text                                   AS table_name,
        END                                                    AS range_end,
        pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' AS is_default,
        greatest(child.reltuples, 0)::bigint                   AS rows_estimate,
-       pg_total_relation_size(child.oid)                      AS total_bytes
+       pg_total_relation_size(child.oid)                      AS total_bytes,
+       child.relkind = 'f'                                    AS compressed
 FROM pg_catalog.pg_inherits i
 JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
 JOIN pg_catalog.pg_class child ON child.oid = i.inhrelid
 JOIN pg_catalog.pg_namespace pn ON pn.oid = parent.relnamespace
-WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p');
-COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric tables with its time range.';
+WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p', 'f');
+COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric and rollup tables with its time range; compressed days are foreign tables (see secumon.compressed_partitions for their sizes).';
 
 -- Raises 42501 unless the session may write for an agent owned by `owner`.
 CREATE FUNCTION secumon._check_agent_owner(agent_id text, owner name) RETURNS void
@@ -252,10 +271,15 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
     END IF;
     PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
+    -- A report for a day before today may belong to a compressed day: decompress it first
+    -- (sql/lifecycle.sql). Today's reports skip the lookup.
+    IF ingest."time" < secumon._day_start(secumon._utc_day(now())) THEN
+        PERFORM secumon._decompress_for_insert(ingest."time");
+    END IF;
 
     INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
     VALUES (ingest."time", a.agent_key, secumon._layout_id(ingest.series), ingest.vals)
-    ON CONFLICT ON CONSTRAINT metric_samples_agent_time DO NOTHING;
+    ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS stored = ROW_COUNT;
     IF stored = 0 THEN
         RETURN false;
@@ -329,6 +353,9 @@ BEGIN
         SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
     END IF;
     PERFORM secumon._check_agent_owner(NEW.agent_id, a.owner_role);
+    IF NEW.time < secumon._day_start(secumon._utc_day(now())) THEN
+        PERFORM secumon._decompress_for_insert(NEW.time);
+    END IF;
 
     SELECT s.layout_id, s.vals, l.series INTO row_now
       FROM secumon.metric_samples s JOIN secumon.metric_layouts l USING (layout_id)

@@ -13,6 +13,7 @@ pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static ALERT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30);
 
 pub fn register() {
+    crate::notify::gucs::register();
     GucRegistry::define_int_guc(
         c"secumon.alert_interval",
         c"How often the alert engine evaluates the alert rules.",
@@ -41,6 +42,7 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    register_auth();
 }
 
 /// The database the workers connect to.
@@ -50,4 +52,152 @@ pub fn database() -> String {
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "postgres".to_string())
+}
+
+// ---- Authentication (sql/auth.sql, src/auth/). Every setting is superuser-only (SUSET): a
+// ---- session must not be able to loosen its own authentication or throttling.
+
+/// Whether sessions without a verified identity see no tenant data (the seed's JWT_ENABLED).
+pub static AUTH_REQUIRED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// HS256 signing key; when unset, keys come from secumon._jwt_keys. Never shown to non-superusers.
+pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Lifetime of an access token (seconds).
+pub static TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
+
+/// Lifetime of a refresh token (seconds).
+pub static REFRESH_TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 3600);
+
+/// bcrypt cost of new password hashes.
+pub static BCRYPT_COST: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// Shortest password accepted when a password is set.
+pub static PASSWORD_MIN_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(8);
+
+/// Failed logins of one account, within the window, that lock it.
+pub static LOGIN_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+/// Failed logins from one client address, within the window, that lock the address.
+pub static LOGIN_MAX_FAILURES_PER_ADDRESS: GucSetting<i32> = GucSetting::<i32>::new(20);
+
+/// Window in which failures count, and how long a lock lasts (seconds).
+pub static LOGIN_FAILURE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
+
+/// Connection sources whose `client_addr` argument to secumon.login() is believed.
+pub static TRUSTED_PROXIES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// Internal: handle of the session's verified identity, set only by secumon.authenticate().
+pub static SESSION_IDENTITY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+pub const SESSION_IDENTITY_NAME: &std::ffi::CStr = c"secumon.session_identity";
+
+fn register_auth() {
+    GucRegistry::define_bool_guc(
+        c"secumon.auth_required",
+        c"Whether sessions without a verified SecuMon identity see no tenant data.",
+        c"Off: unauthenticated sessions see every tenant (within their table privileges).",
+        &AUTH_REQUIRED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: the check hook only reads its argument and sets PostgreSQL's GUC_check_* strings.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"secumon.jwt_secret",
+            c"Key that signs SecuMon access tokens (HS256); at least 32 bytes.",
+            c"Unset: a generated 256-bit key from secumon._jwt_keys is used (see secumon.rotate_jwt_secret()).",
+            &JWT_SECRET,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(crate::auth::keys::check_jwt_secret),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"secumon.token_lifetime",
+        c"Lifetime of SecuMon access tokens.",
+        c"",
+        &TOKEN_LIFETIME,
+        60,
+        30 * 24 * 3600,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.refresh_token_lifetime",
+        c"Lifetime of SecuMon refresh tokens.",
+        c"",
+        &REFRESH_TOKEN_LIFETIME,
+        300,
+        365 * 24 * 3600,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.bcrypt_cost",
+        c"bcrypt cost (log2 rounds) of new password hashes.",
+        c"Older hashes are upgraded at the next successful login.",
+        &BCRYPT_COST,
+        10,
+        20,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.password_min_length",
+        c"Shortest password (in characters) accepted when a password is set.",
+        c"Passwords are at most 72 bytes (bcrypt's limit).",
+        &PASSWORD_MIN_LENGTH,
+        1,
+        72,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.login_max_failures",
+        c"Failed logins of one account within secumon.login_failure_window that lock it.",
+        c"A locked account is refused, with the same generic error, until the window has passed.",
+        &LOGIN_MAX_FAILURES,
+        1,
+        100000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.login_max_failures_per_address",
+        c"Failed logins from one client address within secumon.login_failure_window that lock the address.",
+        c"IPv6 clients count per /64. Connections over a Unix socket have no address.",
+        &LOGIN_MAX_FAILURES_PER_ADDRESS,
+        1,
+        1000000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.login_failure_window",
+        c"Window in which failed logins count, and how long a lock lasts.",
+        c"",
+        &LOGIN_FAILURE_WINDOW,
+        1,
+        7 * 24 * 3600,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"secumon.trusted_proxies",
+        c"Connection sources whose client_addr argument to secumon.login() is believed.",
+        c"Comma-separated CIDRs, and \"local\" for Unix-socket connections. Empty: throttle by the connection's own address.",
+        &TRUSTED_PROXIES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        SESSION_IDENTITY_NAME,
+        c"Internal: handle of the session's verified identity.",
+        c"Set only by secumon.authenticate(); a handle that secumon.authenticate() did not issue in this session means no identity.",
+        &SESSION_IDENTITY,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::DISALLOW_IN_AUTO_FILE,
+    );
 }

@@ -6,7 +6,10 @@
 use pgrx::prelude::*;
 
 mod alerting;
+mod auth;
 mod gucs;
+mod notify;
+mod query;
 mod storage;
 mod worker;
 
@@ -16,7 +19,30 @@ mod worker;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
 extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage"]);
+extension_sql_file!(
+    "../../sql/auth.sql",
+    name = "auth",
+    requires = [
+        "jobs",
+        auth::cache::_invalidate_auth_cache,
+        auth::keys::_generate_jwt_key,
+        auth::identity::current_tenant,
+        auth::identity::current_user_id,
+        auth::identity::current_secumon_role,
+        auth::identity::_rls_open,
+        auth::identity::_rls_may_write,
+        auth::tenancy::_agent_key_visible,
+        auth::tenancy::_agent_id_visible,
+    ]
+);
 extension_sql_file!("../../sql/alerting.sql", name = "alerting", requires = ["jobs"]);
+extension_sql_file!("../../sql/notify.sql", name = "notify", requires = ["alerting"]);
+extension_sql_file!(
+    "../../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = ["jobs", "auth", "rollup_aggregates", "compressed_fdw"]
+);
+extension_sql_file!("../../sql/query.sql", name = "query", requires = ["lifecycle", query::lttb]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]
@@ -26,6 +52,8 @@ pub extern "C-unwind" fn _PG_init() {
     // Workers can only be registered while the library is preloaded by the postmaster.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_all();
+        auth::init_shared_memory();
+        notify::init_shared_memory();
     }
 }
 

@@ -17,6 +17,7 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 pub const WORKERS: &[(&str, &str)] = &[
     ("secumon maintenance", "secumon_maintenance_main"),
     ("secumon alert engine", "secumon_alert_engine_main"),
+    ("secumon notifier", "secumon_notifier_main"),
 ];
 
 pub fn register_all() {
@@ -57,18 +58,36 @@ pub fn run_loop(interval: impl Fn() -> Duration, mut cycle: impl FnMut()) {
     }
 }
 
-fn extension_installed() -> bool {
-    BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'secumon')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+/// Advisory-lock key that orders worker transactions against DROP / ALTER EXTENSION secumon:
+/// workers hold it shared, the `secumon_extension_guard` event trigger (sql/jobs.sql) takes it
+/// exclusively before the command locks anything, so the two wait for each other instead of
+/// deadlocking over the extension's tables.
+pub const EXTENSION_LOCK: i64 = 0x5EC0_0E47;
+
+/// Runs `body` in its own transaction if the extension is installed, else returns
+/// `R::default()` without touching any of its objects.
+pub fn guarded<R: Default>(body: impl FnOnce() -> R) -> R {
+    let body = std::panic::AssertUnwindSafe(body);
+    BackgroundWorker::transaction(move || {
+        let body = body; // capture the unwind-safe wrapper whole, not its field
+        // Two statements: the check must see the catalog as of after the lock was granted.
+        let locked = Spi::run_with_args("SELECT pg_catalog.pg_advisory_xact_lock_shared($1)", &[EXTENSION_LOCK.into()]);
+        let present = locked.is_ok()
+            && Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'secumon')")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        if present { (body.0)() } else { R::default() }
     })
+}
+
+pub fn extension_installed() -> bool {
+    guarded(|| true)
 }
 
 /// Names of the enabled jobs of `worker` that are due now.
 pub fn due_jobs(worker: &str) -> Vec<String> {
-    BackgroundWorker::transaction(|| {
+    guarded(|| {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT job_name FROM secumon._jobs WHERE worker = $1 AND enabled AND next_run <= now() ORDER BY next_run",
@@ -88,7 +107,7 @@ pub fn due_jobs(worker: &str) -> Vec<String> {
 
 /// Runs one job in its own transaction; the job records its own success or failure.
 pub fn run_job(job: &str) {
-    BackgroundWorker::transaction(|| {
+    guarded(|| {
         if let Err(e) = Spi::run_with_args("SELECT secumon._run_job_recorded($1)", &[job.into()]) {
             warning!("secumon: job {job} could not be run: {e}");
         }
@@ -102,4 +121,11 @@ pub extern "C-unwind" fn secumon_maintenance_main(_arg: pg_sys::Datum) {
         || Duration::from_secs(gucs::MAINTENANCE_INTERVAL.get().max(1) as u64),
         storage::maintenance_cycle,
     );
+}
+
+/// The notification dispatcher: its own loop (it sleeps on its latch, which commits set).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn secumon_notifier_main(_arg: pg_sys::Datum) {
+    crate::notify::dispatcher::run();
 }

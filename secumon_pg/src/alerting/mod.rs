@@ -1,7 +1,6 @@
 //! The alert engine worker. Evaluation is set-based SQL (sql/alerting.sql,
 //! `secumon._evaluate_alerts`); this module runs it every `secumon.alert_interval`.
 
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ pub extern "C-unwind" fn secumon_alert_engine_main(_arg: pg_sys::Datum) {
         // Keep secumon.jobs truthful about the interval the worker actually uses.
         let seconds = gucs::ALERT_INTERVAL.get();
         if seconds != shown_interval {
-            BackgroundWorker::transaction(|| {
+            worker::guarded(|| {
                 let set = Spi::run_with_args(
                     "UPDATE secumon._jobs SET schedule_interval = make_interval(secs => $1) WHERE job_name = $2",
                     &[f64::from(seconds).into(), JOB.into()],

@@ -1,7 +1,11 @@
 //! `#[pg_test]`s, one file per capability, plus helpers they share.
 
 mod alerting_tests;
+mod notify_tests;
+mod auth_tests;
 mod storage_tests;
+mod lifecycle_tests;
+mod query_tests;
 
 use pgrx::prelude::*;
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs every SecuMon test suite, in this order:
+#   1. plain unit tests of the workspace (agent and helper crates; no PostgreSQL needed)
+#   2. the extension's #[pg_test]s (`cargo pgrx test pg15`, its own temporary cluster)
+#   3. installs the extension (debug build) into the system PostgreSQL 15 and builds the agent
+#   4. the end-to-end suite (tests/): real clusters, real agent, loopback only
+# Exits non-zero if anything failed and ends with one summary line.
+#
+# Step 2 installs a test build of the extension into the system PostgreSQL dirs; step 3
+# overwrites it with the normal build the end-to-end suite needs. Keep that order.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+PG_CONFIG=/usr/bin/pg_config
+PGRX_TEST_DATA=$REPO/target/pgrx-test-data
+
+"$REPO/scripts/bootstrap.sh"
+
+results=()
+failed=()
+declare -A status
+
+# step <id> <description> <command...>: runs one step, records its outcome, never aborts.
+step() {
+    local id=$1 what=$2
+    shift 2
+    local started=$SECONDS
+    printf '\n==> %s\n' "$what"
+    if "$@"; then
+        status[$id]=ok
+        results+=("ok      $what ($((SECONDS - started)) s)")
+    else
+        status[$id]=failed
+        failed+=("$what")
+        results+=("FAILED  $what ($((SECONDS - started)) s)")
+    fi
+}
+
+skip() {
+    local id=$1 what=$2 reason=$3
+    status[$id]=skipped
+    failed+=("$what (skipped: $reason)")
+    results+=("SKIPPED $what ($reason)")
+}
+
+pgrx_install_args=(--pg-config "$PG_CONFIG")
+[[ $EUID -eq 0 ]] || pgrx_install_args+=(--sudo)
+
+run_pg_tests() {
+    # cargo pgrx test runs its cluster as postgres (PostgreSQL refuses root); the data dir must
+    # be writable by that user, and every parent traversable.
+    mkdir -p "$PGRX_TEST_DATA"
+    if [[ $EUID -eq 0 ]]; then
+        chown postgres:postgres "$PGRX_TEST_DATA"
+        (cd secumon_pg && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DATA")
+    else
+        (cd secumon_pg && cargo pgrx test pg15)
+    fi
+}
+
+install_extension() {
+    (cd secumon_pg && cargo pgrx install "${pgrx_install_args[@]}")
+}
+
+step unit "unit tests (workspace without secumon, secumon-e2e)" \
+    cargo test --workspace --exclude secumon --exclude secumon-e2e --no-fail-fast
+step pgtest "extension #[pg_test]s (cargo pgrx test pg15)" run_pg_tests
+step install "install the extension for the e2e suite (cargo pgrx install, debug)" install_extension
+step agent "build secumon-agent (debug)" cargo build -p secumon-agent
+if [[ ${status[install]} == ok && ${status[agent]} == ok ]]; then
+    step e2e "end-to-end tests (secumon-e2e)" cargo test -p secumon-e2e --no-fail-fast -- --test-threads=2
+else
+    skip e2e "end-to-end tests (secumon-e2e)" "needs the installed extension and the agent binary"
+fi
+
+printf '\n==> summary\n'
+printf '  %s\n' "${results[@]}"
+if ((${#failed[@]})); then
+    joined=$(printf '%s; ' "${failed[@]}")
+    printf 'test.sh: FAILED — %s\n' "${joined%; }"
+    exit 1
+fi
+printf 'test.sh: PASSED — all %d steps ok\n' "${#results[@]}"

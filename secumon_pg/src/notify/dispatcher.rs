@@ -1,0 +1,573 @@
+//! The "secumon notifier" background worker: claims due outbox rows, sends each on its own
+//! thread, records the outcomes.
+//!
+//! Every PostgreSQL call happens on this worker's main thread; sender threads run plain Rust
+//! (`secumon_notify_core::deliver`) and hand their reports back over a channel. The main thread
+//! sleeps on its latch, which committing backends set (see `_wake_notifier_at_commit`), so a
+//! notification leaves within milliseconds of its commit. While deliveries are in flight it
+//! wakes every couple of milliseconds to collect results; otherwise it sleeps until the next
+//! retry is due or `secumon.notify_poll_interval` passes.
+//!
+//! Transactions are short: one to claim (rows become 'sending' with a lease), none while
+//! sending, one to record. A crash leaves rows 'sending'; the next start puts them back to
+//! 'pending' (at-least-once; receivers de-duplicate on the notification id).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::{pg_sys, JsonB};
+use secumon_notify_core::{self as notify_core, Outcome, RetryPolicy, Step};
+use serde_json::{json, Value};
+
+use super::gucs;
+use crate::worker;
+
+/// Name of this worker in `secumon._jobs.worker`.
+pub const WORKER: &str = "notifier";
+/// Claim lease: longer than the longest allowed attempt (600 s), so a live dispatcher never
+/// sees its own in-flight rows re-claimed.
+const LEASE: &str = "15 minutes";
+/// Wake-up period while deliveries are in flight.
+const BUSY_TICK: Duration = Duration::from_millis(2);
+/// How often expiry, default channels and scheduled jobs are looked at.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+/// Notifications claimed ahead per sender thread, so a thread finds its next job queued while
+/// the main thread records and claims.
+const PER_THREAD: i32 = 8;
+/// Grace for in-flight deliveries at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+struct Claimed {
+    id: i64,
+    key: String,
+    channel_id: i32,
+    channel_name: String,
+    channel_type: String,
+    settings: Value,
+    event_id: i64,
+    event: String,
+    event_at: String,
+    payload: Value,
+    attempts: i32,
+    age_seconds: f64,
+}
+
+/// One delivery for a sender thread.
+struct Job {
+    channel: notify_core::Channel,
+    notification: notify_core::Notification,
+    options: notify_core::DeliveryOptions,
+    http: notify_core::ureq::Agent,
+    template: Finished,
+}
+
+/// A channel's queue and its sender threads.
+struct Lane {
+    jobs: Sender<Job>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    threads: usize,
+}
+
+impl Lane {
+    fn send(&self, job: Job) {
+        // The threads hold the receiving end for the life of the process.
+        let _ = self.jobs.send(job);
+    }
+}
+
+struct Finished {
+    id: i64,
+    channel_id: i32,
+    channel_name: String,
+    attempts: u32,
+    /// Age of the notification when it was claimed, and when that was.
+    age_at_claim: Duration,
+    claimed_at: Instant,
+    finished_at: Instant,
+    report: notify_core::Report,
+}
+
+pub struct Dispatcher {
+    tx: Sender<Finished>,
+    rx: Receiver<Finished>,
+    in_flight: usize,
+    per_channel: HashMap<i32, i32>,
+    http: notify_core::ureq::Agent,
+    http_options: (Duration, Duration),
+    claim_needed: bool,
+    next_due: Option<Instant>,
+    last_claim: Instant,
+    last_housekeeping: Option<Instant>,
+    default_channels: Option<Vec<(String, String, Option<Value>)>>,
+    lanes: HashMap<i32, Lane>,
+}
+
+/// Entry point body of the "secumon notifier" worker.
+pub fn run() {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&crate::gucs::database()), None);
+    let my_pid = unsafe { pg_sys::MyProcPid };
+    super::set_notifier_pid(my_pid);
+
+    let mut dispatcher = Dispatcher::new();
+    let mut ready = false;
+    let mut waiting_logged = false;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            dispatcher.claim_needed = true;
+            dispatcher.last_housekeeping = None;
+        }
+        let timeout = if ready {
+            dispatcher.cycle();
+            dispatcher.next_wait()
+        } else if worker::extension_installed() {
+            ready = true;
+            dispatcher.start();
+            continue;
+        } else {
+            if !waiting_logged {
+                log!(
+                    "secumon notifier: waiting for CREATE EXTENSION secumon in database \"{}\"",
+                    crate::gucs::database()
+                );
+                waiting_logged = true;
+            }
+            Duration::from_secs(1)
+        };
+        match wait_latch(timeout) {
+            None => break,
+            Some(latch_set) => dispatcher.claim_needed |= latch_set,
+        }
+    }
+    if ready {
+        dispatcher.shutdown();
+    }
+    super::set_notifier_pid(0);
+}
+
+/// Sleeps on the latch; `None` on SIGTERM or postmaster death, else whether the latch was set.
+fn wait_latch(timeout: Duration) -> Option<bool> {
+    let events = unsafe {
+        let events = pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as i32,
+            timeout.as_millis().clamp(1, i32::MAX as u128) as libc_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        pg_sys::check_for_interrupts!();
+        events
+    };
+    if events & pg_sys::WL_POSTMASTER_DEATH as i32 != 0 || BackgroundWorker::sigterm_received() {
+        return None;
+    }
+    Some(events & pg_sys::WL_LATCH_SET as i32 != 0)
+}
+
+#[allow(non_camel_case_types)]
+type libc_long = std::os::raw::c_long;
+
+
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: gucs::MAX_ATTEMPTS.get().max(1) as u32,
+        max_age: Duration::from_secs(gucs::MAX_AGE.get().max(1) as u64),
+        backoff_base: gucs::millis(&gucs::BACKOFF_BASE),
+        backoff_max: gucs::millis(&gucs::BACKOFF_MAX),
+    }
+}
+
+impl Dispatcher {
+    fn new() -> Dispatcher {
+        let (tx, rx) = mpsc::channel();
+        let options = super::delivery_options();
+        Dispatcher {
+            tx,
+            rx,
+            in_flight: 0,
+            per_channel: HashMap::new(),
+            http: notify_core::http_agent(&options),
+            http_options: (options.connect_timeout, options.timeout),
+            claim_needed: true,
+            next_due: None,
+            last_claim: Instant::now(),
+            last_housekeeping: None,
+            default_channels: None,
+            lanes: HashMap::new(),
+        }
+    }
+
+    /// First cycle after the extension is there: nothing can be in flight after a restart.
+    fn start(&mut self) {
+        let requeued = worker::guarded(|| {
+            Spi::get_one::<i32>("SELECT secumon._notification_requeue_in_flight()").ok().flatten().unwrap_or(0)
+        });
+        if requeued > 0 {
+            log!("secumon notifier: {requeued} notifications were in flight at the last stop; sending them again");
+        }
+        self.claim_needed = true;
+    }
+
+    fn cycle(&mut self) {
+        if self.record_finished() {
+            self.claim_needed = true;
+        }
+        let now = Instant::now();
+        if self.next_due.is_some_and(|due| due <= now)
+            || now.duration_since(self.last_claim) >= gucs::millis(&gucs::POLL_INTERVAL)
+        {
+            self.claim_needed = true;
+        }
+        if self.last_housekeeping.is_none_or(|t| now.duration_since(t) >= HOUSEKEEPING_EVERY) {
+            self.housekeeping();
+            self.last_housekeeping = Some(now);
+        }
+        let max_parallel = gucs::MAX_PARALLEL.get().max(1) as usize;
+        if self.claim_needed && self.in_flight < max_parallel {
+            self.claim_and_send(max_parallel - self.in_flight);
+        }
+    }
+
+    fn next_wait(&self) -> Duration {
+        if self.in_flight > 0 {
+            return BUSY_TICK;
+        }
+        let poll = gucs::millis(&gucs::POLL_INTERVAL).max(Duration::from_millis(10));
+        match self.next_due {
+            Some(due) => due.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), poll),
+            None => poll,
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let max_age = format!("{} seconds", gucs::MAX_AGE.get().max(1));
+        let expired = worker::guarded(|| {
+            Spi::get_one_with_args::<i32>("SELECT secumon._notification_expire($1::interval)", &[max_age.as_str().into()])
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        });
+        if expired > 0 {
+            log!("secumon notifier: {expired} notifications could not be sent in time and were marked failed");
+        }
+        self.sync_default_channels();
+        for job in worker::due_jobs(WORKER) {
+            worker::run_job(&job);
+        }
+    }
+
+    /// Creates, refreshes or removes the channels named by secumon.webhook_url and friends.
+    fn sync_default_channels(&mut self) {
+        let wanted = default_channels();
+        if self.default_channels.as_ref() == Some(&wanted) {
+            return;
+        }
+        worker::guarded(|| {
+            for (name, kind, settings) in &wanted {
+                let settings = match settings {
+                    Some(s) => match notify_core::Channel::parse(name, kind, s) {
+                        Ok(_) => Some(JsonB(s.clone())),
+                        Err(problem) => {
+                            warning!("secumon notifier: default channel {name} not created: {problem}");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                if let Err(e) = Spi::run_with_args(
+                    "SELECT secumon._notification_default_channel($1, $2, $3)",
+                    &[name.as_str().into(), kind.as_str().into(), settings.into()],
+                ) {
+                    warning!("secumon notifier: default channel {name} not updated: {e}");
+                }
+            }
+        });
+        self.default_channels = Some(wanted);
+    }
+
+    fn claim_and_send(&mut self, capacity: usize) {
+        self.claim_needed = false;
+        self.last_claim = Instant::now();
+        let options = super::delivery_options();
+        if (options.connect_timeout, options.timeout) != self.http_options {
+            self.http = notify_core::http_agent(&options);
+            self.http_options = (options.connect_timeout, options.timeout);
+        }
+        let (busy_ids, busy_counts): (Vec<i32>, Vec<i32>) =
+            self.per_channel.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).unzip();
+        let threads_per_channel = gucs::CHANNEL_PARALLEL.get().max(1);
+        let per_channel = threads_per_channel * PER_THREAD;
+        let claimed = worker::guarded(|| {
+            let result = Spi::connect_mut(|client| {
+                let table = client.update(
+                    "SELECT notification_id, idempotency_key::text, channel_id, channel_name, channel_type, settings, \
+                            event_id, event, event_at, payload, attempts, age_seconds \
+                       FROM secumon._notification_claim($1, $2::interval, $3, $4, $5)",
+                    None,
+                    &[(capacity as i32).into(), LEASE.into(), per_channel.into(), busy_ids.into(), busy_counts.into()],
+                )?;
+                let mut rows = Vec::new();
+                for row in table {
+                    rows.push(Claimed {
+                        id: row.get::<i64>(1)?.unwrap_or_default(),
+                        key: row.get::<String>(2)?.unwrap_or_default(),
+                        channel_id: row.get::<i32>(3)?.unwrap_or_default(),
+                        channel_name: row.get::<String>(4)?.unwrap_or_default(),
+                        channel_type: row.get::<String>(5)?.unwrap_or_default(),
+                        settings: row.get::<JsonB>(6)?.map(|j| j.0).unwrap_or(Value::Null),
+                        event_id: row.get::<i64>(7)?.unwrap_or_default(),
+                        event: row.get::<String>(8)?.unwrap_or_default(),
+                        event_at: row.get::<String>(9)?.unwrap_or_default(),
+                        payload: row.get::<JsonB>(10)?.map(|j| j.0).unwrap_or(Value::Null),
+                        attempts: row.get::<i32>(11)?.unwrap_or(1),
+                        age_seconds: row.get::<f64>(12)?.unwrap_or(0.0),
+                    });
+                }
+                // Only needed to decide how long to sleep when nothing is in flight.
+                let next_due = if rows.is_empty() && self.in_flight == 0 {
+                    client.select("SELECT secumon._notification_next_due()", None, &[])?.first().get_one::<f64>()?
+                } else {
+                    None
+                };
+                Ok::<_, pgrx::spi::Error>((rows, next_due))
+            });
+            match result {
+                Ok(claimed) => claimed,
+                // Roll the claim back: rows must not stay 'sending' without a sender.
+                Err(e) => error!("secumon notifier: claiming notifications failed: {e}"),
+            }
+        });
+        let (rows, next_due) = claimed;
+        self.next_due = next_due.map(|secs| {
+            // Due work we could not take (capacity, ordering) is looked at again when
+            // deliveries finish; this bounds how often a blocked backlog is re-read.
+            Instant::now() + Duration::from_secs_f64(secs.max(0.25).min(86_400.0))
+        });
+        if rows.len() == capacity {
+            self.claim_needed = true;
+        }
+        // Each channel has its own sender threads (its lane), so a slow receiver only slows
+        // itself; they take jobs from the lane's queue as they finish the previous one.
+        for row in rows {
+            let channel_id = row.channel_id;
+            if let Some(job) = self.prepare(row) {
+                self.lane(channel_id, threads_per_channel as usize).send(job);
+            }
+        }
+    }
+
+    /// The sender threads of a channel, started on first use (and added to when
+    /// secumon.notify_channel_parallel grows).
+    fn lane(&mut self, channel_id: i32, threads: usize) -> &Lane {
+        let lane = self.lanes.entry(channel_id).or_insert_with(|| {
+            let (jobs, queue) = mpsc::channel::<Job>();
+            Lane { jobs, queue: Arc::new(Mutex::new(queue)), threads: 0 }
+        });
+        while lane.threads < threads {
+            let queue = lane.queue.clone();
+            let tx = self.tx.clone();
+            let spawned = std::thread::Builder::new().name(format!("secumon-send-{channel_id}")).spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(queue) => queue.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let report = notify_core::deliver(&job.channel, &job.notification, &job.options, &job.http);
+                let _ = tx.send(Finished { finished_at: Instant::now(), report, ..job.template });
+            });
+            match spawned {
+                Ok(_) => lane.threads += 1,
+                Err(e) => {
+                    warning!("secumon notifier: could not start a sender thread: {e}");
+                    break;
+                }
+            }
+        }
+        lane
+    }
+
+    /// Counts the row as in flight and makes its job; rows with unusable settings are
+    /// reported failed at once.
+    fn prepare(&mut self, row: Claimed) -> Option<Job> {
+        self.in_flight += 1;
+        *self.per_channel.entry(row.channel_id).or_insert(0) += 1;
+        let claimed_at = Instant::now();
+        let finished = |report: notify_core::Report| Finished {
+            id: row.id,
+            channel_id: row.channel_id,
+            channel_name: row.channel_name.clone(),
+            attempts: row.attempts.max(1) as u32,
+            age_at_claim: Duration::from_secs_f64(row.age_seconds.max(0.0)),
+            claimed_at,
+            finished_at: Instant::now(),
+            report,
+        };
+        let channel = match notify_core::Channel::parse(&row.channel_name, &row.channel_type, &row.settings) {
+            Ok(channel) => channel,
+            Err(problem) => {
+                let report = notify_core::Report {
+                    outcome: Outcome::Permanent { reason: format!("invalid channel settings: {problem}") },
+                    status: None,
+                    response: String::new(),
+                    error: None,
+                    latency: Duration::ZERO,
+                };
+                let _ = self.tx.send(finished(report));
+                return None;
+            }
+        };
+        let notification = notify_core::Notification {
+            id: row.id,
+            key: row.key.clone(),
+            event_id: row.event_id,
+            event: row.event.clone(),
+            alert: row.payload.clone(),
+            occurred_at: row.event_at.clone(),
+        };
+        Some(Job {
+            channel,
+            notification,
+            options: super::delivery_options(),
+            http: self.http.clone(),
+            template: finished(placeholder_report()),
+        })
+    }
+
+    /// Records every finished delivery in one transaction. True if any was recorded.
+    fn record_finished(&mut self) -> bool {
+        let mut done = Vec::new();
+        while let Ok(finished) = self.rx.try_recv() {
+            done.push(finished);
+        }
+        if done.is_empty() {
+            return false;
+        }
+        self.record(done);
+        true
+    }
+
+    fn record(&mut self, done: Vec<Finished>) {
+        let policy = retry_policy();
+        let n = done.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut outcomes = Vec::with_capacity(n);
+        let mut delays = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut responses = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        let mut latencies = Vec::with_capacity(n);
+        let mut finished_ago = Vec::with_capacity(n);
+        let now = Instant::now();
+        for f in &done {
+            let age = f.age_at_claim + f.finished_at.duration_since(f.claimed_at);
+            let step = policy.next_step(&f.report.outcome, f.attempts, age, notify_core::policy::random_jitter());
+            let (outcome, delay, error) = match &step {
+                Step::Sent => ("sent", 0.0, None),
+                Step::RetryIn(delay) => ("retry", delay.as_secs_f64() * 1000.0, f.report.outcome.reason().map(str::to_string)),
+                Step::Failed(reason) => ("failed", 0.0, Some(reason.clone())),
+            };
+            match &step {
+                Step::Failed(reason) => log!(
+                    "secumon notifier: notification {} to channel \"{}\" failed after {} attempt(s): {reason}",
+                    f.id, f.channel_name, f.attempts
+                ),
+                Step::RetryIn(delay) => debug1!(
+                    "secumon notifier: notification {} to channel \"{}\" will be retried in {:.1} s: {}",
+                    f.id, f.channel_name, delay.as_secs_f64(), f.report.outcome.reason().unwrap_or("")
+                ),
+                Step::Sent => {}
+            }
+            ids.push(f.id);
+            outcomes.push(outcome.to_string());
+            delays.push(delay);
+            statuses.push(f.report.status.map(i32::from));
+            responses.push(Some(f.report.response.clone()).filter(|r| !r.is_empty()));
+            errors.push(error);
+            latencies.push(f.report.latency.as_secs_f64() * 1000.0);
+            finished_ago.push(now.duration_since(f.finished_at).as_secs_f64() * 1000.0);
+        }
+        worker::guarded(|| {
+            if let Err(e) = Spi::run_with_args(
+                "SELECT secumon._notification_record($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[ids.into(), outcomes.into(), delays.into(), statuses.into(), responses.into(), errors.into(), latencies.into(), finished_ago.into()],
+            ) {
+                // The rows stay 'sending' and are sent again after a restart: at-least-once.
+                warning!("secumon notifier: recording {n} delivery results failed: {e}");
+            }
+        });
+        for f in done {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if let Some(count) = self.per_channel.get_mut(&f.channel_id) {
+                *count -= 1;
+                if *count <= 0 {
+                    self.per_channel.remove(&f.channel_id);
+                }
+            }
+        }
+    }
+
+    /// Gives deliveries in flight a moment to finish so their outcome is recorded; the rest
+    /// are sent again after the restart.
+    fn shutdown(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut done = Vec::new();
+        while self.in_flight > done.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(f) => done.push(f),
+                Err(_) => break,
+            }
+        }
+        if !done.is_empty() {
+            self.record(done);
+        }
+    }
+}
+
+fn placeholder_report() -> notify_core::Report {
+    notify_core::Report {
+        outcome: Outcome::Retryable { reason: "not sent".into(), retry_after: None },
+        status: None,
+        response: String::new(),
+        error: None,
+        latency: Duration::ZERO,
+    }
+}
+
+/// The channels the settings ask for: (name, type, settings or None to remove).
+fn default_channels() -> Vec<(String, String, Option<Value>)> {
+    let url = |setting| gucs::text(setting).map(|url| json!({ "url": url }));
+    let telegram = match (gucs::text(&gucs::TELEGRAM_BOT_TOKEN), gucs::text(&gucs::TELEGRAM_CHAT_ID)) {
+        (Some(token), Some(chat)) => {
+            let chat_id = chat.parse::<i64>().map(Value::from).unwrap_or(Value::String(chat));
+            let mut settings = json!({ "bot_token": token, "chat_id": chat_id });
+            if let Some(api) = gucs::text(&gucs::TELEGRAM_API_URL) {
+                settings["api_url"] = Value::String(api);
+            }
+            Some(settings)
+        }
+        _ => None,
+    };
+    let pagerduty = gucs::text(&gucs::PAGERDUTY_ROUTING_KEY).map(|key| {
+        let mut settings = json!({ "routing_key": key });
+        if let Some(events_url) = gucs::text(&gucs::PAGERDUTY_EVENTS_URL) {
+            settings["url"] = Value::String(events_url);
+        }
+        settings
+    });
+    vec![
+        ("default-webhook".into(), "webhook".into(), url(&gucs::WEBHOOK_URL)),
+        ("default-slack".into(), "slack".into(), url(&gucs::SLACK_WEBHOOK_URL)),
+        ("default-teams".into(), "teams".into(), url(&gucs::TEAMS_WEBHOOK_URL)),
+        ("default-telegram".into(), "telegram".into(), telegram),
+        ("default-pagerduty".into(), "pagerduty".into(), pagerduty),
+    ]
+}
