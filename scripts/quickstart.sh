@@ -143,6 +143,7 @@ password_encryption = 'scram-sha-256'
 shared_preload_libraries = 'secumon'
 secumon.database = '$DATABASE'
 secumon.maintenance_interval = '10s'
+secumon.alert_interval = '5s'
 EOF
     as_postgres tee "$PGDATA/pg_hba.conf" >/dev/null <<EOF
 # Written by scripts/quickstart.sh. Local socket: OS user = role (sudo -u postgres psql ...).
@@ -290,9 +291,34 @@ show_data() {
                 to_char(next_run, 'HH24:MI:SS') AS next_run, runs, failures
            FROM secumon.jobs ORDER BY job_name"
     show "health" -tA -c "SELECT jsonb_pretty(secumon.health())"
-    if [[ $(psql_as_postgres -d "$DATABASE" -tAc "SELECT to_regclass('secumon.active_alerts') IS NOT NULL") == t ]]; then
-        show "active alerts" -c "SELECT * FROM secumon.active_alerts"
-    fi
+    show_alerts
+}
+
+# A rule every reporting host breaches, so the alert engine has something to show at once.
+DEMO_RULE="Quickstart: host is reporting"
+show_alerts() {
+    psql_as_postgres -d "$DATABASE" -qc \
+        "INSERT INTO secumon.alert_rules (name, description, metric_type, metric_name, condition, threshold, severity)
+         VALUES ('$DEMO_RULE', 'Fires for every host that reports its uptime; delete it when you have seen it work',
+                 'system', 'uptime_seconds', 'gt', 0, 'info')
+         ON CONFLICT (tenant_id, name) DO NOTHING" >/dev/null
+    say "waiting for the alert engine to fire the demo rule \"$DEMO_RULE\""
+    for _ in $(seq 1 30); do
+        [[ $(psql_as_postgres -d "$DATABASE" -tAc \
+            "SELECT count(*) FROM secumon.active_alerts WHERE rule_name = '$DEMO_RULE' AND state = 'firing'") != 0 ]] && break
+        sleep 1
+    done
+    show "alert rules" -c \
+        "SELECT name, coalesce(metric_type || '.' || metric_name, kind) AS series, condition, threshold, duration,
+                severity, enabled, last_error, pending, firing
+           FROM secumon.alert_rules JOIN secumon.alert_rule_status USING (id, name) ORDER BY name"
+    show "active alerts" -c \
+        "SELECT rule_name, agent_id, series_key, state, severity, round(current_value::numeric, 2) AS value,
+                to_char(triggered_at, 'HH24:MI:SS') AS fired, silenced
+           FROM secumon.active_alerts ORDER BY severity, rule_name"
+    show "latest alert events (what notifications are sent from)" -c \
+        "SELECT id, event, created_at::time(0) AS at, payload->>'summary' AS summary
+           FROM secumon.alert_events ORDER BY id DESC LIMIT 5"
 }
 
 install_extension() { (cd "$REPO/secumon_pg" && cargo pgrx install "$@"); }

@@ -215,9 +215,8 @@ BEGIN
         PERFORM secumon._rule_error(format('unknown severity %s', coalesce(quote_literal(severity), 'NULL')),
                                     'severity is critical, warning or info.');
     END IF;
-    IF agent_id IS NOT NULL AND agent_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
-        PERFORM secumon._rule_error(format('invalid agent_id %s', quote_literal(agent_id)),
-                                    'Use NULL for every agent, or an agent_id from secumon.agents.');
+    IF agent_id IS NOT NULL THEN
+        PERFORM secumon._check_agent_id(agent_id);
     END IF;
     IF agent_labels IS NULL OR jsonb_typeof(agent_labels) <> 'object'
        OR EXISTS (SELECT 1 FROM jsonb_each(agent_labels) WHERE jsonb_typeof(value) <> 'string') THEN
@@ -276,7 +275,7 @@ END
 $$;
 
 CREATE FUNCTION secumon._alert_rules_validate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.name IS NULL OR length(btrim(NEW.name)) = 0 OR length(NEW.name) > 200 THEN
         PERFORM secumon._rule_error('a rule needs a name of 1 to 200 characters');
@@ -299,10 +298,10 @@ CREATE TRIGGER alert_rules_validate BEFORE INSERT OR UPDATE ON secumon.alert_rul
 FOR EACH ROW EXECUTE FUNCTION secumon._alert_rules_validate();
 
 CREATE FUNCTION secumon._silences_validate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NEW.agent_id IS NOT NULL AND NEW.agent_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
-        PERFORM secumon._rule_error(format('invalid agent_id %s', quote_literal(NEW.agent_id)));
+    IF NEW.agent_id IS NOT NULL THEN
+        PERFORM secumon._check_agent_id(NEW.agent_id);
     END IF;
     IF NEW.ends_at IS NULL OR NEW.starts_at IS NULL OR NEW.ends_at <= NEW.starts_at THEN
         PERFORM secumon._rule_error('a silence must end after it starts',
@@ -848,6 +847,31 @@ INSERT INTO secumon._jobs (job_name, worker, function_name, description, schedul
 -- Operator API
 -- ---------------------------------------------------------------------------------------------
 
+-- Who is acting: the SecuMon user when the session authenticated (secumon.authenticate), else NULL.
+CREATE FUNCTION secumon._acting_user() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+RETURN (SELECT u.username FROM secumon.users u WHERE u.id = secumon.current_user_id());
+
+-- SECURITY DEFINER operator functions bypass row-level security, so they check the tenant
+-- themselves: an authenticated SecuMon user acts only on its tenant, and only with a role that
+-- may write (user or admin, never readonly). Sessions without a SecuMon identity are governed by
+-- who was granted EXECUTE (secumon_admin).
+CREATE FUNCTION secumon._check_tenant_write(row_tenant text, what text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secumon.current_tenant() IS NULL THEN
+        RETURN;
+    END IF;
+    IF row_tenant IS DISTINCT FROM secumon.current_tenant() THEN
+        RAISE EXCEPTION 'no % with that id', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT secumon._rls_may_write(false) THEN
+        RAISE EXCEPTION 'role % may not change %s', secumon.current_role(), what
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION secumon.ack_alert(alert_id uuid, comment text DEFAULT NULL)
 RETURNS secumon.alerts
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -862,6 +886,7 @@ BEGIN
         RAISE EXCEPTION 'no alert with id %', alert_id
             USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT id FROM secumon.active_alerts lists the active alerts.';
     END IF;
+    PERFORM secumon._check_tenant_write(al.tenant_id, 'alert');
     IF al.state = 'resolved' THEN
         RAISE EXCEPTION 'alert % is already resolved', alert_id USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -876,11 +901,6 @@ END
 $$;
 COMMENT ON FUNCTION secumon.ack_alert(uuid, text) IS 'Acknowledges an active alert: records who and why, and stops repeat notifications.';
 
--- Who is acting: the SecuMon user when the session authenticated, else NULL (the auth module
--- replaces this function).
-CREATE FUNCTION secumon._acting_user() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
-RETURN NULL;
 
 CREATE FUNCTION secumon.silence(duration interval, comment text, agent_id text DEFAULT NULL,
                                 rule_id uuid DEFAULT NULL, severity text DEFAULT NULL,
@@ -895,8 +915,9 @@ BEGIN
         RAISE EXCEPTION 'duration must be positive, got %', coalesce(duration::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM secumon._check_tenant_write(coalesce(secumon.current_tenant(), silence.tenant_id), 'silence');
     INSERT INTO secumon.silences (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment)
-    VALUES (silence.tenant_id, silence.agent_id, silence.rule_id, silence.severity, coalesce(silence.agent_labels, '{}'),
+    VALUES (coalesce(secumon.current_tenant(), silence.tenant_id), silence.agent_id, silence.rule_id, silence.severity, coalesce(silence.agent_labels, '{}'),
             coalesce(silence.starts_at, now()), coalesce(silence.starts_at, now()) + silence.duration,
             coalesce(secumon._acting_user(), session_user::text), silence.comment)
     RETURNING silences.id INTO id;
@@ -908,6 +929,7 @@ COMMENT ON FUNCTION secumon.silence(interval, text, text, uuid, text, jsonb, tim
 CREATE FUNCTION secumon.expire_silence(silence_id uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM secumon._check_tenant_write((SELECT s.tenant_id FROM secumon.silences s WHERE s.id = silence_id), 'silence');
     UPDATE secumon.silences s SET ends_at = greatest(s.starts_at + interval '1 microsecond', now())
      WHERE s.id = silence_id;
     IF NOT FOUND THEN
@@ -1063,3 +1085,36 @@ SELECT r.id, r.name, r.tenant_id, r.kind, r.enabled,
   LEFT JOIN secumon._alert_rule_errors e ON e.rule_id = r.id
  CROSS JOIN secumon._alert_engine_state s;
 COMMENT ON VIEW secumon.alert_rule_status IS 'Per rule: when it was last evaluated, how long the pass took, its last error, active alerts.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Tenancy and privileges
+-- ---------------------------------------------------------------------------------------------
+
+-- Rules and silences: users (not readonly) manage their tenant's; alerts and their events are
+-- written only by the engine and the operator functions above.
+SELECT secumon._enable_tenant_rls('secumon.alert_rules');
+SELECT secumon._enable_tenant_rls('secumon.silences');
+SELECT secumon._enable_tenant_rls('secumon.alerts', admin_only_write => true);
+SELECT secumon._enable_tenant_rls('secumon.alert_events', admin_only_write => true);
+-- A rule's last error is visible with the rule.
+ALTER TABLE secumon._alert_rule_errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible_rules ON secumon._alert_rule_errors USING (rule_id IN (SELECT r.id FROM secumon.alert_rules r));
+
+GRANT SELECT ON secumon.metric_catalog, secumon._alert_rule_errors, secumon._alert_engine_state,
+                secumon.active_alerts, secumon.alert_history, secumon.alert_rule_status
+   TO secumon_web, secumon_reader, secumon_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.alert_rules, secumon.silences TO secumon_web, secumon_admin;
+GRANT SELECT ON secumon.alerts, secumon.alert_events TO secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.ack_alert(uuid, text),
+                          secumon.silence(interval, text, text, uuid, text, jsonb, timestamptz, text),
+                          secumon.expire_silence(uuid)
+   TO secumon_web, secumon_admin;
+-- Helpers that run as the caller (in views and backtests).
+GRANT EXECUTE ON FUNCTION secumon._is_silenced(text, text, uuid, text, jsonb),
+                          secumon._validate_rule(text, text, text, text, jsonb, text, float8, float8, interval, interval, text, interval),
+                          secumon._rule_error(text, text, text), secumon._check_agent_id(text),
+                          secumon._alert_samples_query(text, text, text)
+   TO secumon_web, secumon_reader, secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.test_rule(text, text, float8, interval, timestamptz, timestamptz, text, float8, text, jsonb),
+                          secumon.test_rule(uuid, timestamptz, timestamptz)
+   TO secumon_web, secumon_reader, secumon_admin;

@@ -437,7 +437,9 @@ BEGIN
     IF for_username IS NOT NULL THEN
         target := (secumon._user_for_caller(for_username, false)).id;
     ELSIF NOT operator AND secumon.current_user_id() IS NULL THEN
-        PERFORM secumon._user_for_caller('', false);  -- raises: no identity
+        RAISE EXCEPTION 'permission denied: this session has no SecuMon identity'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Call secumon.authenticate(token) with a token from secumon.login() first.';
     END IF;
     RETURN QUERY
     SELECT t.family, u.id, u.username, min(t.created_at), max(t.created_at),

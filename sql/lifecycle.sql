@@ -91,7 +91,8 @@ INSERT INTO secumon.rollups (rollup_name, source_table, storage_table, bucket_wi
     ('metrics_1hour', 'metrics_5min', 'metric_rollup_1hour', '1 hour', '7 days', NULL),
     ('disk_metrics_1hour', 'disk_metrics', 'disk_rollup_1hour', '1 hour', '7 days', NULL),
     ('network_metrics_1hour', 'network_metrics', 'network_rollup_1hour', '1 hour', '7 days', '15 minutes');
-SELECT pg_catalog.pg_extension_config_dump('secumon.rollups', '');
+-- Not dumped: its rows come with the extension. After a restore the watermarks start empty and
+-- the first refreshes re-materialise the restored history (idempotent, max_runtime per run).
 
 -- Buckets below a watermark to materialise again (late or back-filled rows, or a finer rollup
 -- that changed). Rollups over agent_id tables store the agent's key too.
@@ -654,10 +655,6 @@ BEGIN
     PERFORM set_config('lock_timeout', '10s', true);
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', partition);
     heap_bytes := pg_total_relation_size(partition);
-    IF p.table_name = 'metric_samples' THEN
-        -- Samples, i.e. non-NULL values, for bytes-per-sample figures.
-        EXECUTE format('SELECT coalesce(sum(cardinality(array_remove(vals, NULL))), 0) FROM %s', partition) INTO n_values;
-    END IF;
     EXECUTE format('CREATE TABLE secumon_partitions.%I (
                         group_key    text PRIMARY KEY,
                         row_count    integer NOT NULL,
@@ -668,10 +665,9 @@ BEGIN
                         data         bytea NOT NULL)', chunk);
     -- Chunks are compressed already: no pglz attempt on top.
     EXECUTE format('ALTER TABLE secumon_partitions.%I ALTER COLUMN data SET STORAGE EXTERNAL', chunk);
-    n_rows := secumon._compress_partition(partition::text, format('secumon_partitions.%I', chunk), layout.group_column, layout.order_by);
-    IF p.table_name <> 'metric_samples' THEN
-        n_values := n_rows;
-    END IF;
+    SELECT c[1], c[2] INTO n_rows, n_values
+      FROM secumon._compress_partition(partition::text, format('secumon_partitions.%I', chunk),
+                                       layout.group_column, layout.order_by) AS c;
     EXECUTE format('SELECT min(ingested_min), max(ingested_max) FROM secumon_partitions.%I', chunk) INTO imin, imax;
     compressed_bytes := pg_total_relation_size(format('secumon_partitions.%I', chunk));
 

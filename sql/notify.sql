@@ -314,3 +314,10 @@ SELECT o.notification_id, o.idempotency_key, o.channel_name, o.channel_type, o.e
   FROM secumon.notification_outbox o;
 COMMENT ON VIEW secumon.notification_history IS
     'Every notification: channel, alert transition, status (pending, sending, sent, failed), attempts, the receiver''s last answer and latency.';
+
+-- Tenancy. Channels hold secrets: only admins see them (a tenant's admins, the channels routed
+-- to their tenant). The outbox holds no secrets: a tenant sees its own notifications, through
+-- secumon.notification_history, which runs with the caller's rights.
+SELECT secumon._create_tenant_policies('secumon.notification_channels', true, true, 'tenant_ids');
+SELECT secumon._create_tenant_policies('secumon.notification_outbox', true, false, 'tenant_id');
+ALTER VIEW secumon.notification_history SET (security_invoker = true);

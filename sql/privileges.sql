@@ -28,10 +28,11 @@ GRANT EXECUTE ON FUNCTION secumon.register_agent(text, text, text, text, jsonb),
 
 -- Notifications: channels hold secrets, so only admins see or change them; everyone else sees
 -- what was sent (secumon.notification_history has no settings column).
-REVOKE ALL ON secumon.notification_channels, secumon.notification_outbox FROM secumon_reader, secumon_agent;
+REVOKE ALL ON secumon.notification_channels FROM secumon_reader, secumon_agent;
+GRANT SELECT ON secumon.notification_outbox TO secumon_reader, secumon_web;
 GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.notification_channels TO secumon_admin;
 GRANT SELECT ON secumon.notification_outbox TO secumon_admin;
-GRANT SELECT ON secumon.notification_history TO secumon_reader, secumon_admin;
+GRANT SELECT ON secumon.notification_history TO secumon_reader, secumon_web, secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.test_channel(text), secumon.retry_notification(bigint) TO secumon_admin;
 
 -- Authentication (sql/auth.sql). Login and token functions serve every role that acts for

@@ -73,15 +73,20 @@ RETURN greatest(unit, unit * ceil(extract(epoch FROM span) / max_points / extrac
 
 -- Points of one series: raw samples when at most max_points fit (else averages per step), or
 -- 5-minute / hourly rollups merged per step, whichever keeps the point count <= max_points.
+-- (Generic plans: the range and watermarks are parameters, so partitions outside them are pruned
+-- when the cached plan starts, and no call pays for planning.)
 CREATE FUNCTION secumon._history(k integer, sid integer, from_time timestamptz, to_time timestamptz, max_points integer)
 RETURNS TABLE (bucket timestamptz, value float8, min float8, max float8, samples bigint, resolution text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     span interval := to_time - from_time;
     step interval := make_interval(secs => greatest(1, ceil(extract(epoch FROM to_time - from_time) / max_points)));
     tier integer := secumon._finest_tier(from_time);
     n bigint;
+    lo timestamptz;
+    wm1 timestamptz;
+    wm5 timestamptz;
 BEGIN
     IF step < interval '5 minutes' AND tier = 0 THEN
         SELECT count(*) INTO n
@@ -103,24 +108,33 @@ BEGIN
              WHERE s.agent_key = k AND s.time >= from_time AND s.time < to_time AND v.v IS NOT NULL
              GROUP BY 1 ORDER BY 1;
         END IF;
-    ELSIF step < interval '1 hour' AND tier <= 1 THEN
-        step := secumon._step(span, max_points, interval '5 minutes');
-        RETURN QUERY
-        SELECT secumon._bucket(step, m.bucket), sum(x.sum) / sum(x.count), min(x.min), max(x.max), sum(x.count)::bigint,
-               '5min/' || step::text
-          FROM secumon._metric_summaries_5min m
-         CROSS JOIN LATERAL secumon._summary_series(m.summary, sid) x
-         WHERE m.agent_key = k AND m.bucket >= secumon._bucket(interval '5 minutes', from_time) AND m.bucket < to_time
-         GROUP BY 1 ORDER BY 1;
     ELSE
-        step := secumon._step(span, max_points, interval '1 hour');
+        -- Materialised hours, then materialised 5-minute buckets, then raw rows past the 5-minute
+        -- watermark, merged per step by one call. (The real-time views give the same rows; reading
+        -- the tables directly with the watermarks as parameters lets the plan skip every partition
+        -- outside the range, which keeps a 30-day history under a millisecond.)
+        IF step < interval '1 hour' AND tier <= 1 THEN
+            step := secumon._step(span, max_points, interval '5 minutes');
+            wm1 := '-infinity';  -- no hourly rows: 5-minute resolution asked
+        ELSE
+            step := secumon._step(span, max_points, interval '1 hour');
+            SELECT coalesce(ro.watermark, '-infinity') INTO wm1 FROM secumon.rollups ro WHERE ro.rollup_name = 'metrics_1hour';
+        END IF;
+        SELECT coalesce(ro.watermark, '-infinity') INTO wm5 FROM secumon.rollups ro WHERE ro.rollup_name = 'metrics_5min';
+        lo := secumon._bucket(CASE WHEN step < interval '1 hour' THEN interval '5 minutes' ELSE interval '1 hour' END, from_time);
         RETURN QUERY
-        SELECT secumon._bucket(step, m.bucket), sum(x.sum) / sum(x.count), min(x.min), max(x.max), sum(x.count)::bigint,
-               '1hour/' || step::text
-          FROM secumon._metric_summaries_1hour m
-         CROSS JOIN LATERAL secumon._summary_series(m.summary, sid) x
-         WHERE m.agent_key = k AND m.bucket >= secumon._bucket(interval '1 hour', from_time) AND m.bucket < to_time
-         GROUP BY 1 ORDER BY 1;
+        SELECT p.bucket, p.value, p.min, p.max, p.samples,
+               CASE WHEN step < interval '1 hour' THEN '5min/' ELSE '1hour/' END || step::text
+          FROM (SELECT array_agg(u.b ORDER BY u.b) AS b, array_agg(u.s ORDER BY u.b) AS s
+                  FROM (SELECT h.bucket AS b, h.summary AS s FROM secumon.metric_rollup_1hour h
+                         WHERE h.agent_key = k AND h.bucket >= lo AND h.bucket < least(to_time, wm1)
+                        UNION ALL
+                        SELECT f.bucket, f.summary FROM secumon.metric_rollup_5min f
+                         WHERE f.agent_key = k AND f.bucket >= greatest(lo, wm1) AND f.bucket < least(to_time, wm5)
+                        UNION ALL
+                        SELECT r.bucket, r.summary FROM secumon._metric_summaries_from_raw(interval '5 minutes', greatest(lo, wm5), to_time) r
+                         WHERE r.agent_key = k) u) a
+         CROSS JOIN LATERAL secumon._summary_points(a.b, a.s, sid, (extract(epoch FROM step) * 1000000)::bigint) p;
     END IF;
 END
 $$;
@@ -655,7 +669,8 @@ GRANT EXECUTE ON FUNCTION
     secumon._summarize_sfunc(internal, integer[], float8[]), secumon._summarize_final(internal),
     secumon._summary_merge_sfunc(internal, bytea),
     secumon._sketch_add_sfunc(internal, float8), secumon._sketch_merge_sfunc(internal, bytea), secumon._sketch_final(internal),
-    secumon._summary_unnest(bytea), secumon._summary_series(bytea, integer)
+    secumon._summary_unnest(bytea), secumon._summary_series(bytea, integer),
+    secumon._summary_points(timestamptz[], bytea[], integer, bigint)
    TO secumon_reader, secumon_admin, secumon_web;
 GRANT EXECUTE ON FUNCTION
     secumon.refresh_rollup(text), secumon.compress_partition(regclass), secumon.decompress_partition(regclass),

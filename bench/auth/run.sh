@@ -7,12 +7,12 @@
 #   4. dashboard queries under row-level security vs the same queries as superuser (ratio).
 # Data: 2 tenants x 40 agents x 1 day of 10-second reports (691,200 rows in metric_samples).
 #
-# Usage: bench/auth/run.sh   (SECONDS_PER_RUN=10 by default)
+# Usage: bench/auth/run.sh   (SECONDS_PER_RUN=5 by default; each pgbench figure is the best of 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/lib.sh
 
-RUN=${SECONDS_PER_RUN:-10}
+RUN=${SECONDS_PER_RUN:-5}
 AGENTS=40
 
 bench_cluster_start "secumon.maintenance_interval = 3600" "secumon.login_max_failures = 100000" \
@@ -22,7 +22,7 @@ profile=release
 readelf -S "$lib" 2>/dev/null | grep -q '\.debug_info' && profile="debug (cargo pgrx install without --release)"
 echo "SecuMon auth benchmark: PostgreSQL $(bench_psql -c 'SHOW server_version'), $(nproc) cores, $(nproc --all) CPUs; extension build: $profile"
 
-bench_psql -q <<SQL
+bench_psql -q >/dev/null <<SQL
 SELECT secumon.run_job('partition_upkeep');
 INSERT INTO secumon.tenants VALUES ('acme', 'Acme'), ('globex', 'Globex');
 INSERT INTO secumon.agents (agent_id, hostname, tenant_id, owner_role, last_seen)
@@ -37,6 +37,7 @@ SELECT date_trunc('minute', now()) - k * interval '10 seconds', a.agent_key,
  ORDER BY k DESC, a.agent_key; -- in arrival order, as agents report
 ANALYZE;
 SELECT secumon.create_user('alice', 'password-of-alice', 'admin', 'alice@example.com', 'acme');
+SELECT secumon.create_user('rita', 'password-of-rita', 'user', NULL, 'acme');
 CREATE ROLE bench_web LOGIN IN ROLE secumon_web;
 -- Runs \`sql\` n times (planned each time, like an ad-hoc dashboard query); returns ms per run.
 CREATE FUNCTION public.bench_ms(sql text, n integer) RETURNS float8 LANGUAGE plpgsql AS \$\$
@@ -57,16 +58,17 @@ GRANT EXECUTE ON FUNCTION public.bench_ms(text, integer), public.try_login(text,
 SQL
 
 token=$(bench_psql -c "SELECT token FROM secumon.login('alice', 'password-of-alice')")
-refresh=$(bench_psql -c "SELECT refresh_token FROM secumon.login('alice', 'password-of-alice')")
 work=$BENCH_DIR/scripts
 mkdir -p "$work" && chown postgres "$work"
 
-# pgbench, one client, prepared statements; prints transactions per second.
-tps() { # tps <script file> [user] [extra pgbench args...]
-    local script=$1 user=${2:-postgres}; shift 2 || true
-    sudo -u postgres "$PG_BIN/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U "$user" -n -M prepared -c 1 -j 1 \
-        -T "$RUN" -f "$script" -D token="$token" "$@" bench 2>/dev/null |
-        awk '/^tps = / { printf "%d", $3 }'
+# pgbench, one client, prepared statements; prints transactions per second, the best of 3 runs
+# (the machine is shared: a busy neighbour only ever slows a run down).
+tps() { # tps <script file> <user> [extra pgbench args...]
+    local script=$1 user=$2; shift 2
+    for _ in 1 2 3; do
+        sudo -u postgres "$PG_BIN/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U "$user" -n -M prepared -c 1 -j 1 \
+            -T "$RUN" -f "$script" -D token="$token" "$@" bench 2>/dev/null | awk '/^tps = / { printf "%d\n", $3 }'
+    done | sort -n | tail -1
 }
 script() { echo "$2" > "$work/$1.sql"; echo "$work/$1.sql"; }
 
@@ -92,7 +94,12 @@ echo
 echo "2. Token generation"
 sign_ms=$(bench_psql -c "SELECT round(public.bench_ms(\$q\$SELECT secumon._sign_access_token(to_jsonb(u) - 'password_hash') FROM secumon.users u WHERE username = 'alice'\$q\$, 20000)::numeric, 4)")
 printf '   %-62s %8s ms\n' "sign an access token (_sign_access_token)" "$sign_ms"
-r=$(tps "$(script refresh 'SELECT refresh_token AS refresh FROM secumon.refresh(:refresh) \gset')" bench_web -D refresh="$refresh")
+script refresh 'SELECT refresh_token AS refresh FROM secumon.refresh(:refresh) \gset' >/dev/null
+r=$(for _ in 1 2 3; do  # a fresh session each run: replaying a used refresh token would revoke it
+        first=$(bench_psql -c "SELECT refresh_token FROM secumon.login('rita', 'password-of-rita')")
+        sudo -u postgres "$PG_BIN/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U bench_web -n -M prepared -c 1 -j 1 \
+            -T "$RUN" -f "$work/refresh.sql" -D refresh="$first" bench 2>/dev/null | awk '/^tps = / { printf "%d\n", $3 }'
+    done | sort -n | tail -1)
 printf '   %-62s %8s ms  (%s/s)\n' "refresh(): new token + rotated refresh token, round trip" \
        "$(awk -v r="$r" 'BEGIN { printf "%.3f", 1000 / r }')" "$r"
 echo "   seed: token generation < 5 ms"
@@ -122,9 +129,12 @@ as_web() { # ms per run of $1 as bench_web authenticated as alice
         -c "SELECT secumon.authenticate('$token')" -c "SELECT round(public.bench_ms(\$q\$$1\$q\$, $2)::numeric, 3)" | tail -1
 }
 as_su() { bench_psql -c "SELECT round(public.bench_ms(\$q\$$1\$q\$, $2)::numeric, 3)"; }
-compare() { # compare <label> <rls sql> <superuser sql> <runs>
-    local rls su
-    rls=$(as_web "$2" "$4"); su=$(as_su "$3" "$4")
+compare() { # compare <label> <rls sql> <superuser sql> <runs>: best of 3 alternating rounds
+    local rls=999999 su=999999 r
+    for _ in 1 2 3; do
+        r=$(as_web "$2" "$4"); rls=$(awk -v a="$rls" -v b="$r" 'BEGIN { print (b < a ? b : a) }')
+        r=$(as_su "$3" "$4"); su=$(awk -v a="$su" -v b="$r" 'BEGIN { print (b < a ? b : a) }')
+    done
     printf '   %-44s RLS %8s ms   superuser %8s ms   ratio %s\n' "$1" "$rls" "$su" \
         "$(awk -v a="$rls" -v b="$su" 'BEGIN { printf "%.2f", a / b }')"
 }
@@ -134,7 +144,8 @@ echo "   (alice sees $rows_web of $(bench_psql -c 'SELECT count(*) FROM secumon.
 compare "1 h of cpu.usage_percent, one agent" "$history" "$history" 300
 compare "latest sample of every agent (last minute)" "$(printf "$fleet" '')" "$(printf "$fleet" "AND a.tenant_id = 'acme'")" 100
 compare "24 h average per agent (345,600 rows)" "$(printf "$day" '')" "$(printf "$day" "WHERE a.tenant_id = 'acme'")" 5
-echo "   (the superuser runs each query with an explicit tenant_id = 'acme', so both return the same rows)"
+echo "   (best of 3 alternating rounds; the superuser runs each query with an explicit tenant_id = 'acme',"
+echo "    so both return the same rows)"
 echo "   plan under RLS for the one-agent history:"
 sudo -u postgres psql -h "$BENCH_DIR" -p "$BENCH_PORT" -U bench_web -X -At bench \
     -c "SELECT secumon.authenticate('$token')" -c "EXPLAIN (COSTS OFF) $history" | tail -n +2 | sed 's/^/     /'

@@ -35,7 +35,7 @@ extension_sql_file!(
         auth::tenancy::_agent_id_visible,
     ]
 );
-extension_sql_file!("../../sql/alerting.sql", name = "alerting", requires = ["jobs"]);
+extension_sql_file!("../../sql/alerting.sql", name = "alerting", requires = ["jobs", "auth"]);
 extension_sql_file!("../../sql/notify.sql", name = "notify", requires = ["alerting"]);
 extension_sql_file!(
     "../../sql/lifecycle.sql",
@@ -49,6 +49,7 @@ extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
+    auth::init();
     // Workers can only be registered while the library is preloaded by the postmaster.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_all();

@@ -17,10 +17,18 @@ fn two_tenants(cluster: &Cluster) {
         let role = cluster.create_agent_role(&format!("agent_{}", agent.replace('-', "_")));
         let mut client = cluster.client_for(&role);
         register_agent(&mut client, agent).expect("expected the agent to register");
-        assert!(Report::sample(agent, TIME).ingest(&mut client).expect("expected ingest to work under RLS"));
-        cluster.psql(&format!("UPDATE secumon.agents SET tenant_id = '{tenant}' WHERE agent_id = '{agent}'"));
+        assert!(Report::sample(agent, TIME)
+            .ingest(&mut client)
+            .expect("expected ingest to work under RLS"));
+        cluster.psql(&format!(
+            "UPDATE secumon.agents SET tenant_id = '{tenant}' WHERE agent_id = '{agent}'"
+        ));
     }
-    for (user, role, tenant) in [("alice", "admin", "acme"), ("carol", "readonly", "acme"), ("bob", "admin", "globex")] {
+    for (user, role, tenant) in [
+        ("alice", "admin", "acme"),
+        ("carol", "readonly", "acme"),
+        ("bob", "admin", "globex"),
+    ] {
         cluster.psql(&format!(
             "SELECT secumon.create_user('{user}', 'password-of-{user}', '{role}', '{user}@example.com', '{tenant}')"
         ));
@@ -36,7 +44,10 @@ fn web_client(cluster: &Cluster, name: &str) -> Client {
 /// (token, refresh_token) of `user`'s login.
 fn login(client: &mut Client, user: &str) -> (String, String) {
     let row = client
-        .query_one("SELECT token, refresh_token FROM secumon.login($1, $2)", &[&user, &format!("password-of-{user}")])
+        .query_one(
+            "SELECT token, refresh_token FROM secumon.login($1, $2)",
+            &[&user, &format!("password-of-{user}")],
+        )
         .unwrap_or_else(|e| panic!("expected {user} to log in: {}", error_text(&e)));
     (row.get(0), row.get(1))
 }
@@ -69,23 +80,56 @@ fn login_refresh_logout_round_trip() {
 
     let (token, first_refresh) = login(&mut web, "alice");
     authenticate(&mut web, &token);
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(), Some("acme"));
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_role()").as_deref(), Some("admin"));
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_role()").as_deref(),
+        Some("admin")
+    );
 
-    let row = web.query_one("SELECT token, refresh_token FROM secumon.refresh($1)", &[&first_refresh]).unwrap();
+    let row = web
+        .query_one(
+            "SELECT token, refresh_token FROM secumon.refresh($1)",
+            &[&first_refresh],
+        )
+        .unwrap();
     let (new_token, second_refresh): (String, String) = (row.get(0), row.get(1));
-    assert_ne!(second_refresh, first_refresh, "expected refresh() to rotate the refresh token");
+    assert_ne!(
+        second_refresh, first_refresh,
+        "expected refresh() to rotate the refresh token"
+    );
     // Another connection verifies the new token: every backend shares keys and user state.
     let mut other = web_client(&cluster, "web_round_trip_2");
     authenticate(&mut other, &new_token);
 
-    let revoked: i32 = web.query_one("SELECT secumon.logout($1)", &[&new_token]).unwrap().get(0);
+    let revoked: i32 = web
+        .query_one("SELECT secumon.logout($1)", &[&new_token])
+        .unwrap()
+        .get(0);
     assert_eq!(revoked, 1, "expected logout to revoke the one live refresh token");
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()"), None, "expected logout to end the identity");
-    assert_sqlstate(web.query_one("SELECT secumon.refresh($1)", &[&second_refresh]), "28000", "refresh after logout");
-    assert_sqlstate(web.query_one("SELECT secumon.verify_token($1)", &[&token]), "28000", "a token after logout");
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()"),
+        None,
+        "expected logout to end the identity"
+    );
+    assert_sqlstate(
+        web.query_one("SELECT secumon.refresh($1)", &[&second_refresh]),
+        "28000",
+        "refresh after logout",
+    );
+    assert_sqlstate(
+        web.query_one("SELECT secumon.verify_token($1)", &[&token]),
+        "28000",
+        "a token after logout",
+    );
     // The other connection's identity ended too, at its next transaction.
-    assert_eq!(one_text(&mut other, "SELECT secumon.current_tenant()"), None, "expected logout to end other sessions");
+    assert_eq!(
+        one_text(&mut other, "SELECT secumon.current_tenant()"),
+        None,
+        "expected logout to end other sessions"
+    );
 }
 
 #[test]
@@ -97,11 +141,17 @@ fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
 
     let (_, stolen) = login(&mut victim, "alice");
     // The thief refreshes first and now holds the session's live token...
-    let row = thief.query_one("SELECT token, refresh_token FROM secumon.refresh($1)", &[&stolen]).unwrap();
+    let row = thief
+        .query_one("SELECT token, refresh_token FROM secumon.refresh($1)", &[&stolen])
+        .unwrap();
     let (thief_token, thief_refresh): (String, String) = (row.get(0), row.get(1));
     authenticate(&mut thief, &thief_token);
     // ...until the victim presents the same (now used) token.
-    assert_sqlstate(victim.query_one("SELECT secumon.refresh($1)", &[&stolen]), "28000", "reuse of a rotated token");
+    assert_sqlstate(
+        victim.query_one("SELECT secumon.refresh($1)", &[&stolen]),
+        "28000",
+        "reuse of a rotated token",
+    );
 
     let revoked = wait_until(Duration::from_secs(20), || {
         cluster.psql_one(
@@ -109,10 +159,25 @@ fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
                JOIN secumon.users u ON u.id = t.user_id WHERE u.username = 'alice'",
         ) == "1"
     });
-    assert!(revoked, "expected the token revoker worker to revoke the thief's live token; log:\n{}", cluster.log());
-    assert_sqlstate(thief.query_one("SELECT secumon.refresh($1)", &[&thief_refresh]), "28000", "the thief's refresh");
-    assert_eq!(one_text(&mut thief, "SELECT secumon.current_tenant()"), None, "expected the thief's access token revoked");
-    assert!(cluster.log().contains("refresh token reuse"), "expected the revocation in the server log");
+    assert!(
+        revoked,
+        "expected the token revoker worker to revoke the thief's live token; log:\n{}",
+        cluster.log()
+    );
+    assert_sqlstate(
+        thief.query_one("SELECT secumon.refresh($1)", &[&thief_refresh]),
+        "28000",
+        "the thief's refresh",
+    );
+    assert_eq!(
+        one_text(&mut thief, "SELECT secumon.current_tenant()"),
+        None,
+        "expected the thief's access token revoked"
+    );
+    assert!(
+        cluster.log().contains("refresh token reuse"),
+        "expected the revocation in the server log"
+    );
     // The user logs in again normally.
     login(&mut victim, "alice");
 }
@@ -131,7 +196,11 @@ fn identity_cannot_be_forged_with_set_set_config_or_startup_options() {
                   + (SELECT count(*) FROM secumon.tenants)",
         )
     };
-    assert_eq!(sees(&mut web), 0, "expected an unauthenticated web session to see nothing");
+    assert_eq!(
+        sees(&mut web),
+        0,
+        "expected an unauthenticated web session to see nothing"
+    );
 
     // A real identity in another session, whose handle the forger tries to reuse.
     let mut admin_session = web_client(&cluster, "web_alice");
@@ -153,16 +222,30 @@ fn identity_cannot_be_forged_with_set_set_config_or_startup_options() {
     }
     assert_eq!(sees(&mut web), 0, "expected nothing visible after the attempts");
     assert_eq!(
-        one_i64(&mut web, "SELECT count(*) FROM pg_settings WHERE name = 'secumon.jwt_secret'"),
+        one_i64(
+            &mut web,
+            "SELECT count(*) FROM pg_settings WHERE name = 'secumon.jwt_secret'"
+        ),
         0,
         "expected the secret hidden from pg_settings"
     );
     // The connection's startup options are checked like SET.
-    for option in ["secumon.auth_required=off", &format!("secumon.session_identity={handle}")] {
-        let conninfo = format!("{} options='-c {option}'", cluster.conninfo_as(&role.name, &role.password));
+    for option in [
+        "secumon.auth_required=off",
+        &format!("secumon.session_identity={handle}"),
+    ] {
+        let conninfo = format!(
+            "{} options='-c {option}'",
+            cluster.conninfo_as(&role.name, &role.password)
+        );
         match Client::connect(&conninfo, NoTls) {
             Ok(mut client) => assert_eq!(sees(&mut client), 0, "expected -c {option} to have no effect"),
-            Err(e) => assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "-c {option}: {}", error_text(&e)),
+            Err(e) => assert_eq!(
+                sqlstate(&e).as_deref(),
+                Some("42501"),
+                "-c {option}: {}",
+                error_text(&e)
+            ),
         }
     }
 }
@@ -177,21 +260,34 @@ fn the_identity_follows_set_semantics_and_discard_all_forgets_it() {
 
     // local => true: only until the end of the transaction (PostgREST / transaction pooling).
     let mut tx = web.transaction().unwrap();
-    tx.query_one("SELECT secumon.authenticate($1, local => true)", &[&bob]).unwrap();
+    tx.query_one("SELECT secumon.authenticate($1, local => true)", &[&bob])
+        .unwrap();
     let tenant: Option<String> = tx.query_one("SELECT secumon.current_tenant()", &[]).unwrap().get(0);
     assert_eq!(tenant.as_deref(), Some("globex"));
     tx.commit().unwrap();
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()"), None, "expected a local identity to end with its transaction");
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()"),
+        None,
+        "expected a local identity to end with its transaction"
+    );
 
     authenticate(&mut web, &alice);
     let mut tx = web.transaction().unwrap();
     tx.query_one("SELECT secumon.authenticate($1)", &[&bob]).unwrap();
     tx.rollback().unwrap();
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(), Some("acme"), "expected ROLLBACK to undo authenticate()");
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(),
+        Some("acme"),
+        "expected ROLLBACK to undo authenticate()"
+    );
 
     // Connection poolers reset sessions with DISCARD ALL.
     web.batch_execute("DISCARD ALL").unwrap();
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()"), None, "expected DISCARD ALL to forget the identity");
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()"),
+        None,
+        "expected DISCARD ALL to forget the identity"
+    );
 }
 
 #[test]
@@ -212,8 +308,19 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
           GROUP BY c.relname ORDER BY c.relname",
     );
     let names: Vec<String> = relations.iter().map(|r| r[0].clone().unwrap()).collect();
-    for expected in ["agents", "disk_metrics", "metrics", "network_metrics", "process_metrics", "tenants", "users"] {
-        assert!(names.contains(&expected.to_string()), "expected web roles to read secumon.{expected}: {names:?}");
+    for expected in [
+        "agents",
+        "disk_metrics",
+        "metrics",
+        "network_metrics",
+        "process_metrics",
+        "tenants",
+        "users",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "expected web roles to read secumon.{expected}: {names:?}"
+        );
     }
     for row in &relations {
         let (relation, columns) = (row[0].clone().unwrap(), row[1].clone().unwrap());
@@ -222,7 +329,10 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
                 &mut web,
                 &format!("SELECT count(*) FROM secumon.{relation} WHERE {column} IN ('globex', 'globex-db-1')"),
             );
-            assert_eq!(foreign, 0, "expected no globex rows in secumon.{relation} for an acme user");
+            assert_eq!(
+                foreign, 0,
+                "expected no globex rows in secumon.{relation} for an acme user"
+            );
         }
     }
     for (relation, expected) in [
@@ -241,9 +351,15 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
 
     // Writes to the other tenant's rows change nothing, or are refused.
     let updated = web
-        .execute("UPDATE secumon.agents SET labels = '{\"owned\": true}' WHERE agent_id = 'globex-db-1'", &[])
+        .execute(
+            "UPDATE secumon.agents SET labels = '{\"owned\": true}' WHERE agent_id = 'globex-db-1'",
+            &[],
+        )
         .unwrap();
-    assert_eq!(updated, 0, "expected an UPDATE of another tenant's agent to change nothing");
+    assert_eq!(
+        updated, 0,
+        "expected an UPDATE of another tenant's agent to change nothing"
+    );
     for attempt in [
         "UPDATE secumon.agents SET tenant_id = 'acme' WHERE agent_id = 'globex-db-1'",
         "DELETE FROM secumon.agents",
@@ -259,15 +375,33 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
         assert_sqlstate(web.batch_execute(attempt), "42501", attempt);
     }
     // And through the admin functions: globex's users are unknown to acme's admin.
-    assert_sqlstate(web.query_one("SELECT secumon.set_user_role('bob', 'readonly')", &[]), "22023", "set_user_role(bob)");
-    assert_sqlstate(web.query_one("SELECT secumon.deactivate_user('bob')", &[]), "22023", "deactivate_user(bob)");
-    assert_sqlstate(web.query_one("SELECT secumon.revoke_sessions('bob')", &[]), "22023", "revoke_sessions(bob)");
     assert_sqlstate(
-        web.query_one("SELECT secumon.create_user('mallory', 'password-mallory', 'admin', NULL, 'globex')", &[]),
+        web.query_one("SELECT secumon.set_user_role('bob', 'readonly')", &[]),
+        "22023",
+        "set_user_role(bob)",
+    );
+    assert_sqlstate(
+        web.query_one("SELECT secumon.deactivate_user('bob')", &[]),
+        "22023",
+        "deactivate_user(bob)",
+    );
+    assert_sqlstate(
+        web.query_one("SELECT secumon.revoke_sessions('bob')", &[]),
+        "22023",
+        "revoke_sessions(bob)",
+    );
+    assert_sqlstate(
+        web.query_one(
+            "SELECT secumon.create_user('mallory', 'password-mallory', 'admin', NULL, 'globex')",
+            &[],
+        ),
         "42501",
         "create_user in another tenant",
     );
-    let sessions = one_i64(&mut web, "SELECT count(*) FROM secumon.list_sessions() WHERE username = 'bob'");
+    let sessions = one_i64(
+        &mut web,
+        "SELECT count(*) FROM secumon.list_sessions() WHERE username = 'bob'",
+    );
     assert_eq!(sessions, 0);
 
     let untouched = cluster.psql_one(
@@ -281,7 +415,10 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
     let operator = cluster.create_login_role("ops", &["secumon_admin"]);
     let mut ops = cluster.client_for(&operator);
     assert_eq!(one_i64(&mut ops, "SELECT count(*) FROM secumon.agents"), 2);
-    assert_eq!(one_i64(&mut ops, "SELECT count(DISTINCT agent_id) FROM secumon.metrics"), 2);
+    assert_eq!(
+        one_i64(&mut ops, "SELECT count(DISTINCT agent_id) FROM secumon.metrics"),
+        2
+    );
 }
 
 #[test]
@@ -294,14 +431,31 @@ fn readonly_users_cannot_write_and_admins_only_their_tenant() {
     let relabel = "UPDATE secumon.agents SET labels = '{\"team\": \"web\"}'";
 
     authenticate(&mut web, &carol);
-    assert_eq!(one_i64(&mut web, "SELECT count(*) FROM secumon.agents"), 1, "readonly users read");
-    assert_eq!(web.execute(relabel, &[]).unwrap(), 0, "expected a readonly user's UPDATE to change nothing");
-    assert_sqlstate(web.query_one("SELECT secumon.create_user('dan', 'password-of-dan')", &[]), "42501", "readonly create_user");
+    assert_eq!(
+        one_i64(&mut web, "SELECT count(*) FROM secumon.agents"),
+        1,
+        "readonly users read"
+    );
+    assert_eq!(
+        web.execute(relabel, &[]).unwrap(),
+        0,
+        "expected a readonly user's UPDATE to change nothing"
+    );
+    assert_sqlstate(
+        web.query_one("SELECT secumon.create_user('dan', 'password-of-dan')", &[]),
+        "42501",
+        "readonly create_user",
+    );
 
     authenticate(&mut web, &alice);
-    assert_eq!(web.execute(relabel, &[]).unwrap(), 1, "expected acme's admin to relabel acme's agent only");
     assert_eq!(
-        cluster.psql_one("SELECT string_agg(agent_id || '=' || labels::text, ' ' ORDER BY agent_id) FROM secumon.agents"),
+        web.execute(relabel, &[]).unwrap(),
+        1,
+        "expected acme's admin to relabel acme's agent only"
+    );
+    assert_eq!(
+        cluster
+            .psql_one("SELECT string_agg(agent_id || '=' || labels::text, ' ' ORDER BY agent_id) FROM secumon.agents"),
         "acme-web-1={\"team\": \"web\"} globex-db-1={}"
     );
 }
@@ -314,15 +468,26 @@ fn agents_write_path_works_under_forced_row_level_security() {
           WHERE relnamespace = 'secumon'::regnamespace AND relrowsecurity AND relforcerowsecurity \
             AND relname IN ('agents', 'metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics', 'tenants', 'users', 'refresh_tokens')",
     );
-    assert_eq!(forced, "agents,disk_metrics,metric_samples,network_metrics,process_metrics,refresh_tokens,tenants,users");
+    assert_eq!(
+        forced,
+        "agents,disk_metrics,metric_samples,network_metrics,process_metrics,refresh_tokens,tenants,users"
+    );
     assert_eq!(cluster.psql_one("SHOW secumon.auth_required"), "on");
     let role = cluster.create_agent_role("agent_under_rls");
     let mut agent = cluster.client_for(&role);
     register_agent(&mut agent, "rls-host").expect("expected register_agent to work under forced RLS");
     assert!(Report::sample("rls-host", TIME).ingest(&mut agent).unwrap());
-    assert!(Report::sample("rls-host", "2024-05-01 10:00:10+00").ingest(&mut agent).unwrap());
-    assert_eq!(cluster.psql_one("SELECT count(DISTINCT time) FROM secumon.metrics WHERE agent_id = 'rls-host'"), "2");
-    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.process_metrics WHERE agent_id = 'rls-host'"), "4");
+    assert!(Report::sample("rls-host", "2024-05-01 10:00:10+00")
+        .ingest(&mut agent)
+        .unwrap());
+    assert_eq!(
+        cluster.psql_one("SELECT count(DISTINCT time) FROM secumon.metrics WHERE agent_id = 'rls-host'"),
+        "2"
+    );
+    assert_eq!(
+        cluster.psql_one("SELECT count(*) FROM secumon.process_metrics WHERE agent_id = 'rls-host'"),
+        "4"
+    );
 }
 
 #[test]
@@ -337,33 +502,83 @@ fn throttling_locks_after_repeated_failures_across_connections_and_releases_afte
     let attempt = |user: &str, password: &str| {
         // A new connection each time: the counters are shared by every backend.
         let mut client = cluster.client_for(&role);
-        client.query_one("SELECT token FROM secumon.login($1, $2)", &[&user, &password]).map(|r| r.get::<_, String>(0))
+        client
+            .query_one("SELECT token FROM secumon.login($1, $2)", &[&user, &password])
+            .map(|r| r.get::<_, String>(0))
     };
     for _ in 0..3 {
         assert_sqlstate(attempt("alice", "guess"), "28P01", "a wrong password");
     }
-    assert_sqlstate(attempt("alice", "password-of-alice"), "28P01", "the right password while the account is locked");
-    assert!(attempt("carol", "password-of-carol").is_ok(), "expected other accounts unaffected");
+    assert_sqlstate(
+        attempt("alice", "password-of-alice"),
+        "28P01",
+        "the right password while the account is locked",
+    );
+    assert!(
+        attempt("carol", "password-of-carol").is_ok(),
+        "expected other accounts unaffected"
+    );
     std::thread::sleep(Duration::from_millis(3200));
-    assert!(attempt("alice", "password-of-alice").is_ok(), "expected the lock to end after the window");
+    assert!(
+        attempt("alice", "password-of-alice").is_ok(),
+        "expected the lock to end after the window"
+    );
 
     // Per client address (every connection here comes from 127.0.0.1).
     for user in ["x1", "x2", "x3", "x4", "x5", "x6"] {
         assert_sqlstate(attempt(user, "guess"), "28P01", "guessing across accounts");
     }
-    assert_sqlstate(attempt("bob", "password-of-bob"), "28P01", "a login from a locked address");
-    let locks = cluster.psql("SELECT kind, name, locked FROM secumon.login_lockouts() WHERE locked ORDER BY kind, name");
+    assert_sqlstate(
+        attempt("bob", "password-of-bob"),
+        "28P01",
+        "a login from a locked address",
+    );
+    let locks =
+        cluster.psql("SELECT kind, name, locked FROM secumon.login_lockouts() WHERE locked ORDER BY kind, name");
     assert!(
-        locks.contains(&vec![Some("address".into()), Some("127.0.0.1".into()), Some("t".into())]),
+        locks.contains(&vec![
+            Some("address".into()),
+            Some("127.0.0.1".into()),
+            Some("t".into())
+        ]),
         "expected 127.0.0.1 locked: {locks:?}"
     );
     assert_eq!(cluster.psql_one("SELECT secumon.unlock_login(NULL, '127.0.0.1')"), "1");
-    assert!(attempt("bob", "password-of-bob").is_ok(), "expected unlock_login() to release the address");
+    assert!(
+        attempt("bob", "password-of-bob").is_ok(),
+        "expected unlock_login() to release the address"
+    );
+
+    // PostgreSQL logs the statement of a failed query; not when it holds a password.
+    let mut su = cluster.client();
+    assert_sqlstate(
+        su.batch_execute("SELECT secumon.login('carol', 'typed-into-the-wrong-box')"),
+        "28P01",
+        "a literal password",
+    );
+    assert_sqlstate(
+        su.batch_execute("SELECT secumon.create_user('eve', 'pw-x9')"),
+        "22023",
+        "a too short password",
+    );
 
     let log = cluster.log();
-    assert!(log.contains("login account \"alice\" locked"), "expected the account lock logged");
-    assert!(log.contains("login address \"127.0.0.1\" locked"), "expected the address lock logged");
-    assert!(!log.contains("password-of-alice") && !log.contains("guess"), "expected no password in the log");
+    assert!(
+        !log.contains("typed-into-the-wrong-box") && !log.contains("pw-x9"),
+        "expected no password in the log:\n{log}"
+    );
+    assert!(
+        log.contains("login account \"alice\" locked"),
+        "expected the account lock logged"
+    );
+    assert!(
+        log.contains("login address \"127.0.0.1\" locked"),
+        "expected the address lock logged"
+    );
+    assert!(
+        !log.contains("password-of-alice") && !log.contains("guess"),
+        "expected no password in the log"
+    );
 }
 
 #[test]
@@ -373,17 +588,28 @@ fn deactivation_ends_sessions_in_other_backends() {
     let mut web = web_client(&cluster, "web_deactivated");
     let (token, refresh) = login(&mut web, "carol");
     authenticate(&mut web, &token);
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(), Some("acme"));
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()").as_deref(),
+        Some("acme")
+    );
 
     cluster.psql("SELECT secumon.deactivate_user('carol')");
-    assert_eq!(one_text(&mut web, "SELECT secumon.current_tenant()"), None, "expected the identity gone at once");
+    assert_eq!(
+        one_text(&mut web, "SELECT secumon.current_tenant()"),
+        None,
+        "expected the identity gone at once"
+    );
     assert_eq!(one_i64(&mut web, "SELECT count(*) FROM secumon.agents"), 0);
     assert_sqlstate(
         web.query_one("SELECT secumon.login('carol', 'password-of-carol')", &[]),
         "28P01",
         "login of a deactivated user",
     );
-    assert_sqlstate(web.query_one("SELECT secumon.refresh($1)", &[&refresh]), "28000", "refresh of a deactivated user");
+    assert_sqlstate(
+        web.query_one("SELECT secumon.refresh($1)", &[&refresh]),
+        "28000",
+        "refresh of a deactivated user",
+    );
 }
 
 #[test]
@@ -400,8 +626,16 @@ fn key_rotation_keeps_old_tokens_and_a_short_secret_is_refused() {
     let (new, _) = login(&mut fresh, "alice");
     assert!(new.starts_with("eyJ"), "expected a JWT");
     authenticate(&mut web, &new);
-    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon._jwt_keys WHERE retired_at IS NULL"), "1");
-    assert_eq!(cluster.psql_one(&format!("SELECT count(*) FROM secumon._jwt_keys WHERE kid = '{kid}' AND retired_at IS NULL")), "1");
+    assert_eq!(
+        cluster.psql_one("SELECT count(*) FROM secumon._jwt_keys WHERE retired_at IS NULL"),
+        "1"
+    );
+    assert_eq!(
+        cluster.psql_one(&format!(
+            "SELECT count(*) FROM secumon._jwt_keys WHERE kid = '{kid}' AND retired_at IS NULL"
+        )),
+        "1"
+    );
 
     // The superuser-only GUC: refused when short, and signs when set.
     let mut su = cluster.client();
@@ -417,5 +651,8 @@ fn key_rotation_keeps_old_tokens_and_a_short_secret_is_refused() {
     let (guc_token, _) = login(&mut web, "alice");
     authenticate(&mut web, &guc_token);
     authenticate(&mut web, &new);
-    assert!(!cluster.log().contains("an-operator-chosen-secret"), "expected the secret never logged");
+    assert!(
+        !cluster.log().contains("an-operator-chosen-secret"),
+        "expected the secret never logged"
+    );
 }

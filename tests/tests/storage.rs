@@ -270,4 +270,31 @@ fn the_real_agent_feeds_the_seed_endpoints() {
     assert_sqlstate(client.query("SELECT * FROM secumon.latest_metrics('no-such-host')", &[]), "P0002", "an unknown agent");
     assert_sqlstate(client.query("SELECT * FROM secumon.latest_metrics(NULL)", &[]), "22004", "a NULL agent");
     assert_sqlstate(client.query("SELECT secumon.run_job('rollup_metrics_5min')", &[]), "42501", "a reader running a job");
+
+    // Every query of the shipped Grafana dashboard runs for a reader, with Grafana's macros
+    // expanded as the PostgreSQL data source does.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/secumon-host-overview.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("expected docs/grafana/secumon-host-overview.json"))
+            .expect("expected the dashboard to be JSON");
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("expected panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["rawSql"].as_str().map(str::to_string))
+        .collect();
+    queries.push(dashboard["templating"]["list"][0]["query"].as_str().expect("expected the agent variable").to_string());
+    assert!(queries.len() >= 10, "expected the dashboard's panel queries");
+    for raw in queries {
+        let sql = raw
+            .replace("$__timeFrom()", "(now() - interval '6 hours')")
+            .replace("$__timeTo()", "now()")
+            .replace("$__unixEpochFrom()", "extract(epoch FROM now() - interval '6 hours')::bigint")
+            .replace("$__unixEpochTo()", "extract(epoch FROM now())::bigint")
+            .replace("$__interval_ms", "20000")
+            .replace("$agent", "feeder-host");
+        let rows = q(&mut client, &sql);
+        assert!(rows >= 1, "expected rows from the dashboard query {sql}");
+    }
 }

@@ -181,6 +181,34 @@ impl Summary {
         Ok(Summary { series })
     }
 
+    /// (count, sum, min, max) of one series, reading only the head of its sketch: what a
+    /// history needs, at a fraction of the cost of decoding the bins.
+    pub fn find_stats_in_bytes(bytes: &[u8], want: i32) -> Result<Option<(u64, f64, f64, f64)>> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(DecodeError::new("unknown summary version"));
+        }
+        let n = r.len(1 << 16)?;
+        let mut id = 0i64;
+        for _ in 0..n {
+            id += r.varint()? as i64;
+            let sum = r.f64()?;
+            let sk = r.bytes()?;
+            if id == want as i64 {
+                let mut h = Reader::new(sk);
+                let count = h.varint()?;
+                if count == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some((count, sum, h.f64()?, h.f64()?)));
+            }
+            if id > want as i64 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// Statistics of one series without decoding the others' sketches.
     pub fn find_in_bytes(bytes: &[u8], want: i32) -> Result<Option<SeriesStats>> {
         let mut r = Reader::new(bytes);
@@ -260,6 +288,8 @@ mod tests {
         assert_eq!(back.series.len(), 3);
         let seven = Summary::find_in_bytes(&bytes, 7).unwrap().unwrap();
         assert_eq!((seven.count(), seven.sum), (30, 15.0));
+        assert_eq!(Summary::find_stats_in_bytes(&bytes, 9).unwrap(), Some((30, -435.0, -29.0, 0.0)));
+        assert_eq!(Summary::find_stats_in_bytes(&bytes, 8).unwrap(), None);
         assert!(Summary::find_in_bytes(&bytes, 8).unwrap().is_none());
         for cut in 0..bytes.len() {
             assert!(Summary::from_bytes(&bytes[..cut]).is_err());

@@ -59,7 +59,11 @@ pub fn watch_tables() {
     let oids = as_extension_owner(|| {
         Spi::connect(|client| {
             let row = client.select(NAMES, Some(1), &[])?.first();
-            Ok::<_, pgrx::spi::Error>([row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?, row.get::<pg_sys::Oid>(3)?])
+            Ok::<_, pgrx::spi::Error>([
+                row.get::<pg_sys::Oid>(1)?,
+                row.get::<pg_sys::Oid>(2)?,
+                row.get::<pg_sys::Oid>(3)?,
+            ])
         })
     });
     WATCHED.set(match oids {

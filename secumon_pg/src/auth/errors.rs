@@ -1,8 +1,56 @@
 //! The errors the auth module raises. Authentication failures carry one generic message each, so
 //! an attacker learns nothing about which check failed; the reason goes to the server log only.
 
+use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// Set just before raising an error whose statement may hold a password.
+    static HIDE_NEXT_STATEMENT: Cell<bool> = const { Cell::new(false) };
+}
+
+static mut PREVIOUS_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+
+/// Installs the log hook below; call from _PG_init (in every backend that loads the library).
+pub fn install_log_hook() {
+    unsafe {
+        PREVIOUS_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(hide_secrets);
+    }
+}
+
+/// PostgreSQL logs the statement of a failed query (log_min_error_statement) and, with
+/// log_parameter_max_length_on_error, its parameters: for a refused login that is the password
+/// tried, for a refused token the token. Authentication errors (28000, 28P01), password policy
+/// errors and the auth module's own log lines are logged without statement and context.
+#[pg_guard]
+unsafe extern "C-unwind" fn hide_secrets(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        if let Some(e) = edata.as_mut() {
+            // The flag is set right before the message it is for, so this is that message.
+            let flagged = HIDE_NEXT_STATEMENT.replace(false);
+            let code = e.sqlerrcode;
+            let auth_error = e.elevel >= pg_sys::PGERROR as i32
+                && (code == PgSqlErrorCode::ERRCODE_INVALID_PASSWORD as i32
+                    || code == PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION as i32);
+            if flagged || auth_error {
+                e.hide_stmt = true;
+                e.hide_ctx = true;
+            }
+        }
+        if let Some(previous) = PREVIOUS_EMIT_LOG_HOOK {
+            previous(edata);
+        }
+    }
+}
+
+/// Raises `report` with its statement kept out of the server log (it may hold a password).
+pub fn raise_hiding_statement(report: ErrorReport) -> ! {
+    HIDE_NEXT_STATEMENT.set(true);
+    raise(report)
+}
 
 /// Message of every refused login (unknown user, wrong password, inactive, throttled).
 pub const LOGIN_FAILED: &str = "invalid username or password";
@@ -43,6 +91,8 @@ pub fn raise(report: ErrorReport) -> ! {
 
 /// A line for the server log only; never sent to the client, whatever client_min_messages says.
 pub fn server_log(message: String) {
+    // Logged from inside login() or verify_token(): the statement may hold the password or token.
+    HIDE_NEXT_STATEMENT.set(true);
     ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message, "secumon.auth")
         .report(PgLogLevel::LOG_SERVER_ONLY);
 }

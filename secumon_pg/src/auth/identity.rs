@@ -13,9 +13,10 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::rc::Rc;
 
 use super::{cache, errors, jwt, keys};
 use crate::gucs;
@@ -63,40 +64,52 @@ const CACHED_USERS: usize = 10_000;
 /// The session's tenant as of one statement, for per-row policy checks.
 struct StatementTenant {
     key: (i64, u32, u64, u64),
-    tenant: Option<String>,
+    tenant: Option<Rc<str>>,
 }
 
 thread_local! {
     static USERS: RefCell<UserCache> = RefCell::new(UserCache { generation: 0, users: HashMap::new() });
     static IDENTITIES: RefCell<Vec<Identity>> = const { RefCell::new(Vec::new()) };
     /// Bumped whenever this backend sets or forgets an identity.
-    static IDENTITY_EPOCH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static IDENTITY_EPOCH: Cell<u64> = const { Cell::new(0) };
     static STATEMENT_TENANT: RefCell<Option<StatementTenant>> = const { RefCell::new(None) };
 }
 
 fn bump_identity_epoch() {
-    IDENTITY_EPOCH.with(|e| e.set(e.get().wrapping_add(1)));
+    IDENTITY_EPOCH.set(IDENTITY_EPOCH.get().wrapping_add(1));
 }
 
-/// Runs `f` with the session's tenant, computed once per statement (and again after a
-/// subtransaction ends, an identity change or a change to secumon.users), so that a check made
-/// for every row costs a comparison, not an identity lookup.
-pub fn with_statement_tenant<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
-    let key = unsafe {
+/// Identifies "the same statement, same identity": while it is unchanged, so is the session's
+/// tenant.
+pub fn statement_key() -> (i64, u32, u64, u64) {
+    unsafe {
         (
             pg_sys::GetCurrentStatementStartTimestamp(),
             pg_sys::GetCurrentSubTransactionId(),
-            IDENTITY_EPOCH.with(|e| e.get()),
+            IDENTITY_EPOCH.get(),
             cache::generation(cache::Table::Users),
         )
-    };
-    let fresh = STATEMENT_TENANT.with(|s| s.borrow().as_ref().is_some_and(|s| s.key == key));
-    if !fresh {
-        // Computed outside the borrow: it may query secumon.users.
-        let tenant = current().map(|c| c.tenant_id);
-        STATEMENT_TENANT.with(|s| *s.borrow_mut() = Some(StatementTenant { key, tenant }));
     }
-    STATEMENT_TENANT.with(|s| f(s.borrow().as_ref().and_then(|s| s.tenant.as_deref())))
+}
+
+/// The session's tenant, computed once per statement (and again after a subtransaction ends,
+/// an identity change or a change to secumon.users), so that a check made for every row costs
+/// a comparison, not an identity lookup.
+pub fn statement_tenant() -> Option<Rc<str>> {
+    let key = statement_key();
+    let cached = STATEMENT_TENANT.with(|s| s.borrow().as_ref().filter(|s| s.key == key).map(|s| s.tenant.clone()));
+    if let Some(tenant) = cached {
+        return tenant;
+    }
+    // Computed outside the borrow: it may query secumon.users.
+    let tenant: Option<Rc<str>> = current().map(|c| Rc::from(c.tenant_id));
+    STATEMENT_TENANT.with(|s| {
+        *s.borrow_mut() = Some(StatementTenant {
+            key,
+            tenant: tenant.clone(),
+        })
+    });
+    tenant
 }
 
 /// Unix time at the start of the current transaction: stable within a statement, like now().
@@ -173,18 +186,23 @@ pub fn verify(token: &str) -> Result<(jwt::Claims, UserState), jwt::Rejection> {
     let secret = keys::verification_key(&kid, transaction_time()).ok_or(jwt::Rejection::UnknownKeyId)?;
     // jsonwebtoken has no business panicking on input, but a panic must never become an
     // XX000 that tells an attacker more than the generic error does.
-    let claims = std::panic::catch_unwind(|| jwt::verify(token, &secret))
-        .unwrap_or(Err(jwt::Rejection::Malformed))?;
+    let claims = std::panic::catch_unwind(|| jwt::verify(token, &secret)).unwrap_or(Err(jwt::Rejection::Malformed))?;
     if !ROLES.contains(&claims.role.as_str()) {
         return Err(jwt::Rejection::Refused(format!("unknown role {:?}", claims.role)));
     }
-    let state = user_state(&claims.user_id)
-        .ok_or_else(|| jwt::Rejection::Refused(format!("no user {}", claims.user_id)))?;
+    let state =
+        user_state(&claims.user_id).ok_or_else(|| jwt::Rejection::Refused(format!("no user {}", claims.user_id)))?;
     if !state.active {
-        return Err(jwt::Rejection::Refused(format!("user {} is deactivated", claims.user_id)));
+        return Err(jwt::Rejection::Refused(format!(
+            "user {} is deactivated",
+            claims.user_id
+        )));
     }
     if state.token_version != claims.ver || state.tenant_id != claims.tenant_id || state.role != claims.role {
-        return Err(jwt::Rejection::Refused(format!("tokens of user {} were revoked", claims.user_id)));
+        return Err(jwt::Rejection::Refused(format!(
+            "tokens of user {} were revoked",
+            claims.user_id
+        )));
     }
     Ok((claims, state))
 }
@@ -210,7 +228,11 @@ fn set_identity_handle(handle: &str, local: bool) {
             value.as_ptr(),
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET },
+            if local {
+                pg_sys::GucAction::GUC_ACTION_LOCAL
+            } else {
+                pg_sys::GucAction::GUC_ACTION_SET
+            },
             true,
             pg_sys::PGERROR as i32,
             false,
@@ -244,7 +266,11 @@ pub fn current() -> Option<Current> {
     if !state.active || state.token_version != token_version {
         return None;
     }
-    Some(Current { user_id, tenant_id: state.tenant_id, role: state.role })
+    Some(Current {
+        user_id,
+        tenant_id: state.tenant_id,
+        role: state.role,
+    })
 }
 
 fn claims_json(claims: &jwt::Claims) -> JsonB {

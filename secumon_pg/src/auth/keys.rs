@@ -52,9 +52,8 @@ pub unsafe extern "C-unwind" fn check_jwt_secret(
     unsafe {
         pg_sys::GUC_check_errmsg_string =
             pg_sys::pstrdup(c"secumon.jwt_secret must be at least 32 bytes long".as_ptr());
-        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
-            c"Use 32 or more random bytes, e.g. the output of: openssl rand -base64 48".as_ptr(),
-        );
+        pg_sys::GUC_check_errhint_string =
+            pg_sys::pstrdup(c"Use 32 or more random bytes, e.g. the output of: openssl rand -base64 48".as_ptr());
     }
     false
 }
@@ -107,17 +106,28 @@ fn load_ring() -> KeyRing {
                 let secret: Option<Vec<u8>> = row.get(2)?;
                 let retired_at: Option<i64> = row.get(3)?;
                 if let (Some(kid), Some(secret)) = (kid, secret) {
-                    keys.push(TableKey { kid, secret, retired_at });
+                    keys.push(TableKey {
+                        kid,
+                        secret,
+                        retired_at,
+                    });
                 }
             }
             Ok::<_, pgrx::spi::Error>(keys)
         })
     });
-    KeyRing { generation, keys: keys.unwrap_or_default() }
+    KeyRing {
+        generation,
+        keys: keys.unwrap_or_default(),
+    }
 }
 
 fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
-    let fresh = RING.with(|r| r.borrow().as_ref().is_some_and(|ring| ring.generation == cache::generation(cache::Table::Keys)));
+    let fresh = RING.with(|r| {
+        r.borrow()
+            .as_ref()
+            .is_some_and(|ring| ring.generation == cache::generation(cache::Table::Keys))
+    });
     if !fresh {
         // Filled outside the borrow: the SPI query may deliver invalidations.
         let ring = load_ring();
@@ -132,7 +142,10 @@ pub fn signing_key() -> (String, Vec<u8>) {
         return key;
     }
     let current = with_ring(|ring| {
-        ring.keys.iter().find(|k| k.retired_at.is_none()).map(|k| (k.kid.clone(), k.secret.clone()))
+        ring.keys
+            .iter()
+            .find(|k| k.retired_at.is_none())
+            .map(|k| (k.kid.clone(), k.secret.clone()))
     });
     match current {
         Some(key) => key,
@@ -165,7 +178,7 @@ pub fn verification_key(kid: &str, now: i64) -> Option<Vec<u8>> {
     })
 }
 
-/// 32 random bytes from the operating system.
+/// N random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     if let Err(e) = getrandom::fill(&mut bytes) {

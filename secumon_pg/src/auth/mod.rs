@@ -17,6 +17,11 @@ mod tenancy;
 mod throttle;
 mod tokens;
 
+/// Call from _PG_init in every backend that loads the library.
+pub fn init() {
+    errors::install_log_hook();
+}
+
 /// Reserves shared memory; call from _PG_init while shared_preload_libraries is processed.
 pub fn init_shared_memory() {
     throttle::init();

@@ -24,7 +24,9 @@ pub fn policy_violation(password: &str, min_chars: usize) -> Option<String> {
     }
     let chars = password.chars().count();
     if chars < min_chars {
-        return Some(format!("password is {chars} characters long; at least {min_chars} are required"));
+        return Some(format!(
+            "password is {chars} characters long; at least {min_chars} are required"
+        ));
     }
     None
 }
@@ -44,11 +46,15 @@ fn hash_cost(hash: &str) -> Option<u32> {
 #[pg_extern(volatile, parallel_safe)]
 fn _password_hash(password: Option<&str>, enforce_policy: bool) -> String {
     let password = password.unwrap_or("");
-    let min_chars = if enforce_policy { usize::try_from(gucs::PASSWORD_MIN_LENGTH.get()).unwrap_or(8) } else { 1 };
+    let min_chars = if enforce_policy {
+        usize::try_from(gucs::PASSWORD_MIN_LENGTH.get()).unwrap_or(8)
+    } else {
+        1
+    };
     if let Some(why) = policy_violation(password, min_chars) {
-        errors::invalid_parameter(
-            why,
-            "Choose a password of secumon.password_min_length characters or more and at most 72 bytes.",
+        errors::raise_hiding_statement(
+            pgrx::pg_sys::panic::ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, why, "secumon.auth")
+                .set_hint("Choose a password of secumon.password_min_length characters or more and at most 72 bytes."),
         );
     }
     match bcrypt::hash(password, cost()) {

@@ -4,8 +4,8 @@
 //! transaction's row lock, and so commits just after that transaction has failed.
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::time::Duration;
 
 use super::errors;
@@ -45,7 +45,10 @@ pub extern "C-unwind" fn secumon_revoke_family_main(_arg: pg_sys::Datum) {
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
     BackgroundWorker::transaction(|| {
-        Spi::run_with_args("SELECT secumon._revoke_family($1::uuid, 'reuse')", &[family.as_str().into()])
-            .unwrap_or_else(|e| warning!("secumon token revoker: {e}"));
+        Spi::run_with_args(
+            "SELECT secumon._revoke_family($1::uuid, 'reuse')",
+            &[family.as_str().into()],
+        )
+        .unwrap_or_else(|e| warning!("secumon token revoker: {e}"));
     });
 }

@@ -1,78 +1,113 @@
-//! Which tenant each agent belongs to, for the row-level security policies of the metric
-//! tables. A policy written as `agent_key IN (SELECT ... FROM agents WHERE tenant_id = ...)`
-//! becomes a hashed SubPlan whose build cost the planner charges to every partition on every
-//! rescan; it then avoids the per-agent index scans the superuser gets (a dashboard's "latest
-//! sample of every agent" ran ~80x slower). These functions make the same check a hash lookup
-//! in a backend-local map, which the planner costs like any cheap function.
+//! Which agents belong to the session's tenant, for the row-level security policies of the
+//! metric tables. A policy written as `agent_key IN (SELECT ... FROM agents WHERE tenant_id =
+//! ...)` becomes a hashed SubPlan whose build cost the planner charges to every partition on
+//! every rescan; it then avoids the per-agent index scans the superuser gets (a dashboard's
+//! "latest sample of every agent" ran ~80x slower). These functions make the same check a
+//! lookup in a backend-local set, which the planner costs like any cheap function.
 
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::rc::Rc;
 
 use super::{cache, identity};
 
-struct AgentTenants {
+/// The agents of the session's tenant in one statement.
+struct TenantAgents {
+    statement: (i64, u32, u64, u64),
     generation: u64,
-    by_key: HashMap<i32, String>,
-    by_id: HashMap<String, String>,
+    tenant: Option<Rc<str>>,
+    /// Indexed by agent_key (a small dense identity).
+    keys: Vec<bool>,
+    ids: HashSet<String>,
 }
 
 thread_local! {
-    static AGENTS: RefCell<Option<AgentTenants>> = const { RefCell::new(None) };
+    static VISIBLE: RefCell<Option<TenantAgents>> = const { RefCell::new(None) };
 }
 
-fn load() -> AgentTenants {
-    let generation = cache::generation(cache::Table::Agents);
+fn load(tenant: &str) -> Vec<(i32, String)> {
     cache::watch_tables();
-    let rows = cache::as_extension_owner(|| {
+    cache::as_extension_owner(|| {
         Spi::connect(|client| {
             let mut rows = Vec::new();
-            for row in client.select("SELECT agent_key, agent_id, tenant_id FROM secumon.agents", None, &[])? {
-                if let (Some(key), Some(id), Some(tenant)) =
-                    (row.get::<i32>(1)?, row.get::<String>(2)?, row.get::<String>(3)?)
-                {
-                    rows.push((key, id, tenant));
+            let agents = client.select(
+                "SELECT agent_key, agent_id FROM secumon.agents WHERE tenant_id OPERATOR(pg_catalog.=) $1",
+                None,
+                &[tenant.into()],
+            )?;
+            for row in agents {
+                if let (Some(key), Some(id)) = (row.get::<i32>(1)?, row.get::<String>(2)?) {
+                    rows.push((key, id));
                 }
             }
             Ok::<_, pgrx::spi::Error>(rows)
         })
     })
-    .unwrap_or_default();
-    let mut map = AgentTenants { generation, by_key: HashMap::new(), by_id: HashMap::new() };
-    for (key, id, tenant) in rows {
-        map.by_key.insert(key, tenant.clone());
-        map.by_id.insert(id, tenant);
-    }
-    map
+    .unwrap_or_default()
 }
 
-fn with_agents<R>(f: impl FnOnce(&AgentTenants) -> R) -> R {
-    let fresh = AGENTS.with(|a| {
-        a.borrow().as_ref().is_some_and(|m| m.generation == cache::generation(cache::Table::Agents))
+/// Runs `f` on the agents of the session's tenant (none without a tenant). The set is rebuilt
+/// when the statement, the identity or secumon.agents changed; the usual path is a comparison.
+fn visible(f: impl FnOnce(&TenantAgents) -> bool) -> bool {
+    let statement = identity::statement_key();
+    let generation = cache::generation(cache::Table::Agents);
+    let fresh = VISIBLE.with(|v| {
+        v.borrow()
+            .as_ref()
+            .is_some_and(|v| v.statement == statement && v.generation == generation)
     });
     if !fresh {
-        // Filled outside the borrow: the SPI query may deliver invalidations.
-        let map = load();
-        AGENTS.with(|a| *a.borrow_mut() = Some(map));
+        let tenant = identity::statement_tenant();
+        let reusable = VISIBLE.with(|v| {
+            v.borrow()
+                .as_ref()
+                .is_some_and(|v| v.generation == generation && v.tenant == tenant)
+        });
+        if reusable {
+            VISIBLE.with(|v| {
+                if let Some(v) = v.borrow_mut().as_mut() {
+                    v.statement = statement;
+                }
+            });
+        } else {
+            // Queried outside any borrow: the SPI query may deliver invalidations.
+            let rows = tenant.as_deref().map(load).unwrap_or_default();
+            let mut agents = TenantAgents {
+                statement,
+                generation,
+                tenant,
+                keys: Vec::new(),
+                ids: HashSet::new(),
+            };
+            for (key, id) in rows {
+                if let Ok(index) = usize::try_from(key) {
+                    if index >= agents.keys.len() {
+                        agents.keys.resize(index + 1, false);
+                    }
+                    agents.keys[index] = true;
+                }
+                agents.ids.insert(id);
+            }
+            VISIBLE.with(|v| *v.borrow_mut() = Some(agents));
+        }
     }
-    AGENTS.with(|a| f(a.borrow().as_ref().expect("agent map filled above")))
+    VISIBLE.with(|v| v.borrow().as_ref().is_some_and(f))
 }
 
 /// For policies: whether agent `agent_key` belongs to the session's tenant. (It answers only
 /// for the caller's own tenant, so it tells nobody anything about other tenants' agents.)
 #[pg_extern(stable, parallel_restricted)]
 fn _agent_key_visible(agent_key: Option<i32>) -> bool {
-    let Some(agent_key) = agent_key else { return false };
-    identity::with_statement_tenant(|tenant| {
-        tenant.is_some_and(|tenant| with_agents(|m| m.by_key.get(&agent_key).is_some_and(|t| t == tenant)))
-    })
+    let Some(index) = agent_key.and_then(|k| usize::try_from(k).ok()) else {
+        return false;
+    };
+    visible(|agents| agents.keys.get(index).copied().unwrap_or(false))
 }
 
 /// For policies: whether agent `agent_id` belongs to the session's tenant.
 #[pg_extern(stable, parallel_restricted)]
 fn _agent_id_visible(agent_id: Option<&str>) -> bool {
     let Some(agent_id) = agent_id else { return false };
-    identity::with_statement_tenant(|tenant| {
-        tenant.is_some_and(|tenant| with_agents(|m| m.by_id.get(agent_id).is_some_and(|t| t == tenant)))
-    })
+    visible(|agents| agents.ids.contains(agent_id))
 }

@@ -70,7 +70,9 @@ pub struct Table {
 
 impl Default for Table {
     fn default() -> Self {
-        Table { slots: [Slot::FREE; SLOTS] }
+        Table {
+            slots: [Slot::FREE; SLOTS],
+        }
     }
 }
 
@@ -147,7 +149,10 @@ fn _login_locked(username: &str, address: Option<&str>) -> bool {
     let now = now();
     targets(username, address).iter().any(|(kind, label)| {
         let key = key(*kind, label);
-        table.slots.iter().any(|s| s.kind == *kind && s.key == key && s.locked_until > now)
+        table
+            .slots
+            .iter()
+            .any(|s| s.kind == *kind && s.key == key && s.locked_until > now)
     })
 }
 
@@ -186,7 +191,11 @@ fn _login_failed(username: &str, address: Option<&str>) {
             }
             slot.failures = slot.failures.saturating_add(1);
             slot.last_failure = now;
-            let max = if kind == Kind::Account { max_account } else { max_address };
+            let max = if kind == Kind::Account {
+                max_account
+            } else {
+                max_address
+            };
             let what = if kind == Kind::Account { "account" } else { "address" };
             if slot.failures >= max {
                 slot.locked_until = now + window;
@@ -230,7 +239,11 @@ fn victim(slots: &[Slot], now: i64, window: i64) -> usize {
 fn _login_succeeded(username: &str) {
     let key = key(Kind::Account, &account_label(username));
     let mut table = table_or_raise().exclusive();
-    for slot in table.slots.iter_mut().filter(|s| s.kind == Kind::Account && s.key == key) {
+    for slot in table
+        .slots
+        .iter_mut()
+        .filter(|s| s.kind == Kind::Account && s.key == key)
+    {
         *slot = Slot::FREE;
     }
 }
@@ -273,7 +286,11 @@ fn login_lockouts() -> TableIterator<
     };
     TableIterator::new(rows.into_iter().map(move |s| {
         (
-            if s.kind == Kind::Account { "account".to_string() } else { "address".to_string() },
+            if s.kind == Kind::Account {
+                "account".to_string()
+            } else {
+                "address".to_string()
+            },
             s.label(),
             i32::try_from(s.failures).unwrap_or(i32::MAX),
             s.locked_until > now,

@@ -63,10 +63,11 @@ fn timestamp(us: Option<i64>) -> Option<TimestampWithTimeZone> {
 
 /// Encodes every row of `partition` into `chunk_table`, one chunk per distinct value of
 /// `group_column` (the agent), rows ordered by `order_by` within a chunk. Both relation names
-/// are regclass texts; `order_by` is a trusted column list from sql/lifecycle.sql. Returns the
-/// number of rows encoded.
+/// are regclass texts; `order_by` is a trusted column list from sql/lifecycle.sql. Returns
+/// {rows, values}: values counts the non-NULL elements of float8[] columns (the samples of
+/// metric_samples), or rows when there is none.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, order_by: &str) -> i64 {
+fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, order_by: &str) -> Vec<i64> {
     let (columns, groups) = Spi::connect(|client| {
         let columns = columns_of(&client, partition);
         for c in &columns {
@@ -106,9 +107,11 @@ fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, o
          VALUES ($1, $2, $3, $4, $5, $6, $7)"
     );
     let mut total = 0i64;
+    let mut values = 0i64;
+    let has_array = columns.iter().any(|c| c.type_oid == pg_sys::FLOAT8ARRAYOID);
     for key in groups {
         // One SPI connection per agent: its result set is freed before the next agent is read.
-        total += Spi::connect_mut(|client| {
+        let (rows, vals) = Spi::connect_mut(|client| {
             let mut cols: Vec<ColumnData> = columns.iter().map(|c| empty_column(c.type_oid).expect("checked")).collect();
             let rows = client.select(&select, None, &[key.as_str().into()]).unwrap_or_else(|e| spi_fail("reading rows", e));
             let mut n = 0usize;
@@ -153,8 +156,17 @@ fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, o
                     ],
                 )
                 .unwrap_or_else(|e| spi_fail("writing a chunk", e));
-            n as i64
+            let vals: usize = cols
+                .iter()
+                .map(|c| match c {
+                    ColumnData::Float8Array(v) => v.iter().flatten().map(|a| a.iter().flatten().count()).sum(),
+                    _ => 0,
+                })
+                .sum();
+            (n as i64, vals as i64)
         });
+        total += rows;
+        values += if has_array { vals } else { rows };
     }
-    total
+    vec![total, values]
 }

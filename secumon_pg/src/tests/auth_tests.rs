@@ -31,7 +31,9 @@ mod tests {
     }
 
     fn count(sql: &str) -> i64 {
-        Spi::get_one::<i64>(sql).unwrap_or_else(|e| panic!("`{sql}` failed: {e}")).unwrap_or(-1)
+        Spi::get_one::<i64>(sql)
+            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
+            .unwrap_or(-1)
     }
 
     fn lit(s: &str) -> String {
@@ -46,9 +48,11 @@ mod tests {
     /// Tenants acme and globex, an error catcher, the test secret, a minimal bcrypt cost.
     fn setup() {
         run("INSERT INTO secumon.tenants (tenant_id, name) VALUES ('acme', 'Acme'), ('globex', 'Globex')");
-        run("CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+        run(
+            "CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$ \
              BEGIN EXECUTE q; RETURN 'ok'; \
-             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$");
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
+        );
         run(&format!("SET LOCAL secumon.jwt_secret = {}", lit(SECRET)));
     }
 
@@ -98,8 +102,16 @@ mod tests {
         let row: Value = serde_json::from_str(&row).unwrap();
         assert_eq!(row["token"], json!(true));
         assert_eq!(row["refresh"], json!(43), "256-bit URL-safe refresh token");
-        assert_eq!(row["hours"], json!(24), "access tokens live secumon.token_lifetime (24 h)");
-        assert_eq!(row["user"]["username"], json!("lt_alice"), "usernames match ignoring case");
+        assert_eq!(
+            row["hours"],
+            json!(24),
+            "access tokens live secumon.token_lifetime (24 h)"
+        );
+        assert_eq!(
+            row["user"]["username"],
+            json!("lt_alice"),
+            "usernames match ignoring case"
+        );
         assert_eq!(row["user"]["role"], json!("admin"));
         assert_eq!(row["user"]["tenant_id"], json!("acme"));
         let (token, _) = login("lt_alice");
@@ -108,11 +120,20 @@ mod tests {
         assert_eq!(claims["email"], json!("lt_alice@example.com"));
         assert_eq!(claims["role"], json!("admin"));
         assert_eq!(claims["tenant_id"], json!("acme"));
-        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 24 * 3600);
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            24 * 3600
+        );
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
-        assert!(header.kid.is_some_and(|k| k.starts_with("guc-")), "kid names the GUC key");
-        assert_eq!(count("SELECT count(*) FROM secumon.refresh_tokens WHERE token_hash IS NOT NULL"), 2);
+        assert!(
+            header.kid.is_some_and(|k| k.starts_with("guc-")),
+            "kid names the GUC key"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.refresh_tokens WHERE token_hash IS NOT NULL"),
+            2
+        );
         assert!(
             !text("SELECT password_hash FROM secumon.users WHERE username = 'lt_alice'").contains("password-of"),
             "only a hash is stored"
@@ -143,16 +164,31 @@ mod tests {
     fn passwords_must_be_non_empty_and_at_most_72_bytes() {
         setup();
         expect_sqlstate("SELECT secumon.create_user('pw_a', '', 'user', NULL, 'acme')", "22023");
-        expect_sqlstate(&format!("SELECT secumon.create_user('pw_b', '{}', 'user', NULL, 'acme')", "é".repeat(37)), "22023");
-        expect_sqlstate("SELECT secumon.create_user('pw_c', 'short', 'user', NULL, 'acme')", "22023");
+        expect_sqlstate(
+            &format!(
+                "SELECT secumon.create_user('pw_b', '{}', 'user', NULL, 'acme')",
+                "é".repeat(37)
+            ),
+            "22023",
+        );
+        expect_sqlstate(
+            "SELECT secumon.create_user('pw_c', 'short', 'user', NULL, 'acme')",
+            "22023",
+        );
         let seventy_two = "p".repeat(72);
-        run(&format!("SELECT secumon.create_user('pw_d', '{seventy_two}', 'user', NULL, 'acme')"));
+        run(&format!(
+            "SELECT secumon.create_user('pw_d', '{seventy_two}', 'user', NULL, 'acme')"
+        ));
         assert_eq!(
             count(&format!("SELECT count(*) FROM secumon.login('pw_d', '{seventy_two}')")),
             1,
             "a 72-byte password works"
         );
-        assert_eq!(error_of(&format!("SELECT secumon.login('pw_d', '{seventy_two}x')")), LOGIN_ERROR, "no truncation");
+        assert_eq!(
+            error_of(&format!("SELECT secumon.login('pw_d', '{seventy_two}x')")),
+            LOGIN_ERROR,
+            "no truncation"
+        );
     }
 
     #[pg_test]
@@ -179,12 +215,18 @@ mod tests {
         assert_ne!(first, second, "a refresh returns a new refresh token");
         let token = text(&format!("SELECT token FROM secumon.refresh({})", lit(&second)));
         assert_eq!(claims_of(&token)["tenant_id"], json!("acme"));
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&first))), TOKEN_ERROR, "reuse is refused");
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&first))),
+            TOKEN_ERROR,
+            "reuse is refused"
+        );
         assert_eq!(error_of("SELECT secumon.refresh('not-a-token')"), TOKEN_ERROR);
         assert_eq!(error_of("SELECT secumon.refresh(NULL)"), TOKEN_ERROR);
         assert_eq!(
-            count("SELECT count(DISTINCT family) FROM secumon.refresh_tokens t JOIN secumon.users u ON u.id = t.user_id \
-                   WHERE u.username = 'rf_dave'"),
+            count(
+                "SELECT count(DISTINCT family) FROM secumon.refresh_tokens t JOIN secumon.users u ON u.id = t.user_id \
+                   WHERE u.username = 'rf_dave'"
+            ),
             1,
             "rotation stays within the login's family"
         );
@@ -196,7 +238,10 @@ mod tests {
         create_user("rf_old", "user", "acme");
         let (_, refresh) = login("rf_old");
         run("UPDATE secumon.refresh_tokens SET expires_at = now() - interval '1 second'");
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))), TOKEN_ERROR);
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))),
+            TOKEN_ERROR
+        );
     }
 
     #[pg_test]
@@ -206,9 +251,18 @@ mod tests {
         let (token, refresh) = login("lo_erin");
         let (_, other_device) = login("lo_erin");
         assert_eq!(count(&format!("SELECT secumon.logout({})::int8", lit(&token))), 2);
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))), TOKEN_ERROR);
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&other_device))), TOKEN_ERROR);
-        assert_eq!(error_of(&format!("SELECT secumon.verify_token({})", lit(&token))), TOKEN_ERROR);
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))),
+            TOKEN_ERROR
+        );
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&other_device))),
+            TOKEN_ERROR
+        );
+        assert_eq!(
+            error_of(&format!("SELECT secumon.verify_token({})", lit(&token))),
+            TOKEN_ERROR
+        );
         let (fresh, _) = login("lo_erin");
         claims_of(&fresh);
     }
@@ -219,9 +273,18 @@ mod tests {
         create_user("dx_frank", "user", "acme");
         let (token, refresh) = login("dx_frank");
         run("SELECT secumon.deactivate_user('dx_frank')");
-        assert_eq!(error_of("SELECT secumon.login('dx_frank', 'password-of-dx_frank')"), LOGIN_ERROR);
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))), TOKEN_ERROR);
-        assert_eq!(error_of(&format!("SELECT secumon.authenticate({})", lit(&token))), TOKEN_ERROR);
+        assert_eq!(
+            error_of("SELECT secumon.login('dx_frank', 'password-of-dx_frank')"),
+            LOGIN_ERROR
+        );
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))),
+            TOKEN_ERROR
+        );
+        assert_eq!(
+            error_of(&format!("SELECT secumon.authenticate({})", lit(&token))),
+            TOKEN_ERROR
+        );
         run("SELECT secumon.activate_user('dx_frank')");
         login("dx_frank");
     }
@@ -246,14 +309,55 @@ mod tests {
         let attacks: Vec<(&str, String)> = vec![
             ("alg none", format!("{none_header}.{}.", parts[1])),
             ("alg none, admin", format!("{none_header}.{admin_payload}.")),
-            ("HS512 with the right key", sign(Algorithm::HS512, Some(&kid), &good, SECRET.as_bytes())),
-            ("HS384 with the right key", sign(Algorithm::HS384, Some(&kid), &good, SECRET.as_bytes())),
-            ("RS256 header, HMAC signature", format!("{rs256_header}.{}.{}", parts[1], parts[2])),
-            ("wrong key", sign(Algorithm::HS256, Some(&kid), &good, b"another-secret-of-at-least-32-bytes!")),
+            (
+                "HS512 with the right key",
+                sign(Algorithm::HS512, Some(&kid), &good, SECRET.as_bytes()),
+            ),
+            (
+                "HS384 with the right key",
+                sign(Algorithm::HS384, Some(&kid), &good, SECRET.as_bytes()),
+            ),
+            (
+                "RS256 header, HMAC signature",
+                format!("{rs256_header}.{}.{}", parts[1], parts[2]),
+            ),
+            (
+                "wrong key",
+                sign(
+                    Algorithm::HS256,
+                    Some(&kid),
+                    &good,
+                    b"another-secret-of-at-least-32-bytes!",
+                ),
+            ),
             ("tampered payload", format!("{}.{admin_payload}.{}", parts[0], parts[2])),
-            ("expired", sign(Algorithm::HS256, Some(&kid), &with("exp", json!(now - 10)), SECRET.as_bytes())),
-            ("not yet valid", sign(Algorithm::HS256, Some(&kid), &with("nbf", json!(now + 3600)), SECRET.as_bytes())),
-            ("wrong issuer", sign(Algorithm::HS256, Some(&kid), &with("iss", json!("evil")), SECRET.as_bytes())),
+            (
+                "expired",
+                sign(
+                    Algorithm::HS256,
+                    Some(&kid),
+                    &with("exp", json!(now - 10)),
+                    SECRET.as_bytes(),
+                ),
+            ),
+            (
+                "not yet valid",
+                sign(
+                    Algorithm::HS256,
+                    Some(&kid),
+                    &with("nbf", json!(now + 3600)),
+                    SECRET.as_bytes(),
+                ),
+            ),
+            (
+                "wrong issuer",
+                sign(
+                    Algorithm::HS256,
+                    Some(&kid),
+                    &with("iss", json!("evil")),
+                    SECRET.as_bytes(),
+                ),
+            ),
             ("no issuer", {
                 let mut c = good.clone();
                 c.as_object_mut().unwrap().remove("iss");
@@ -267,7 +371,10 @@ mod tests {
             ("forged role, right key, old token_version", {
                 sign(Algorithm::HS256, Some(&kid), &with("ver", json!(99)), SECRET.as_bytes())
             }),
-            ("unknown kid", sign(Algorithm::HS256, Some("nope"), &good, SECRET.as_bytes())),
+            (
+                "unknown kid",
+                sign(Algorithm::HS256, Some("nope"), &good, SECRET.as_bytes()),
+            ),
             ("no kid", sign(Algorithm::HS256, None, &good, SECRET.as_bytes())),
             ("truncated", token[..token.len() - 5].to_string()),
             ("signature stripped", format!("{}.{}.", parts[0], parts[1])),
@@ -279,9 +386,21 @@ mod tests {
             ("huge", format!("{}.{}.{}", parts[0], "A".repeat(10_000), parts[2])),
         ];
         for (what, attack) in &attacks {
-            assert_eq!(error_of(&format!("SELECT secumon.verify_token({})", lit(attack))), TOKEN_ERROR, "{what}");
-            assert_eq!(error_of(&format!("SELECT secumon.authenticate({})", lit(attack))), TOKEN_ERROR, "{what}");
-            assert_eq!(opt_text("SELECT secumon.current_role()"), None, "{what}: no identity after a refused token");
+            assert_eq!(
+                error_of(&format!("SELECT secumon.verify_token({})", lit(attack))),
+                TOKEN_ERROR,
+                "{what}"
+            );
+            assert_eq!(
+                error_of(&format!("SELECT secumon.authenticate({})", lit(attack))),
+                TOKEN_ERROR,
+                "{what}"
+            );
+            assert_eq!(
+                opt_text("SELECT secumon.current_role()"),
+                None,
+                "{what}: no identity after a refused token"
+            );
         }
         assert_eq!(error_of("SELECT secumon.verify_token(NULL)"), TOKEN_ERROR);
         // The matrix really was signed right: the same claims with the right key pass.
@@ -304,15 +423,30 @@ mod tests {
         create_user("rot_hank", "user", "acme");
         let (old, _) = login("rot_hank");
         let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
-        assert_eq!(count(&format!("SELECT count(*) FROM secumon._jwt_keys WHERE kid = {} AND retired_at IS NULL", lit(&old_kid))), 1);
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM secumon._jwt_keys WHERE kid = {} AND retired_at IS NULL",
+                lit(&old_kid)
+            )),
+            1
+        );
         let new_kid = text("SELECT secumon.rotate_jwt_secret()");
         assert_ne!(new_kid, old_kid);
         claims_of(&old);
         let (new, _) = login("rot_hank");
-        assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(), Some(new_kid.as_str()));
+        assert_eq!(
+            jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(),
+            Some(new_kid.as_str())
+        );
         // Once every token of the retired key must have expired, the key no longer verifies.
-        run(&format!("UPDATE secumon._jwt_keys SET retired_at = now() - interval '24 hours' WHERE kid = {}", lit(&old_kid)));
-        assert_eq!(error_of(&format!("SELECT secumon.verify_token({})", lit(&old))), TOKEN_ERROR);
+        run(&format!(
+            "UPDATE secumon._jwt_keys SET retired_at = now() - interval '24 hours' WHERE kid = {}",
+            lit(&old_kid)
+        ));
+        assert_eq!(
+            error_of(&format!("SELECT secumon.verify_token({})", lit(&old))),
+            TOKEN_ERROR
+        );
         claims_of(&new);
     }
 
@@ -346,10 +480,16 @@ mod tests {
              EXCEPTION WHEN raise_exception THEN NULL; END $$",
             lit(&kate)
         ));
-        assert_eq!(opt_text("SELECT secumon.current_tenant()").as_deref(), Some("acme"), "like a rolled-back SET");
+        assert_eq!(
+            opt_text("SELECT secumon.current_tenant()").as_deref(),
+            Some("acme"),
+            "like a rolled-back SET"
+        );
         // Forgetting is final: a rolled-back logout does not bring the identity back.
-        run("DO $$ BEGIN PERFORM secumon.authenticate(NULL); RAISE EXCEPTION 'undo'; \
-             EXCEPTION WHEN raise_exception THEN NULL; END $$");
+        run(
+            "DO $$ BEGIN PERFORM secumon.authenticate(NULL); RAISE EXCEPTION 'undo'; \
+             EXCEPTION WHEN raise_exception THEN NULL; END $$",
+        );
         assert_eq!(opt_text("SELECT secumon.current_tenant()"), None);
     }
 
@@ -365,7 +505,11 @@ mod tests {
         run("SET LOCAL secumon.session_identity = 'f00dfeedf00dfeedf00dfeedf00dfeed'");
         assert_eq!(opt_text("SELECT secumon.current_tenant()"), None);
         run(&format!("SET LOCAL secumon.session_identity = {}", lit(&handle)));
-        assert_eq!(opt_text("SELECT secumon.current_tenant()"), None, "forgotten handles stay forgotten");
+        assert_eq!(
+            opt_text("SELECT secumon.current_tenant()"),
+            None,
+            "forgotten handles stay forgotten"
+        );
         // ...and an ordinary role cannot set it, nor loosen authentication, at all.
         run("CREATE ROLE auth_test_forger NOLOGIN IN ROLE secumon_web");
         run("SET LOCAL ROLE auth_test_forger");
@@ -405,15 +549,25 @@ mod tests {
                         (SELECT string_agg(username, '+' ORDER BY username) FROM secumon.users))",
             )
         };
-        assert_eq!(visible(), "0,0,0,0,0", "no identity, auth_required on: nothing (NULL lists are skipped)");
+        assert_eq!(
+            visible(),
+            "0,0,0,0,0",
+            "no identity, auth_required on: nothing (NULL lists are skipped)"
+        );
         run(&format!("SELECT secumon.authenticate({})", lit(&mia)));
         assert_eq!(visible(), "acme-1,1,1,1,1,1,acme,rls_mia");
         run(&format!("SELECT secumon.authenticate({})", lit(&noah)));
         assert_eq!(visible(), "globex-1,1,1,1,1,1,globex,rls_noah");
         // A readonly user writes nothing; an admin relabels its own tenant's agents only.
-        assert_eq!(count("WITH u AS (UPDATE secumon.agents SET labels = '{\"x\":1}' RETURNING 1) SELECT count(*) FROM u"), 0);
+        assert_eq!(
+            count("WITH u AS (UPDATE secumon.agents SET labels = '{\"x\":1}' RETURNING 1) SELECT count(*) FROM u"),
+            0
+        );
         run(&format!("SELECT secumon.authenticate({})", lit(&mia)));
-        assert_eq!(count("WITH u AS (UPDATE secumon.agents SET labels = '{\"x\":1}' RETURNING 1) SELECT count(*) FROM u"), 1);
+        assert_eq!(
+            count("WITH u AS (UPDATE secumon.agents SET labels = '{\"x\":1}' RETURNING 1) SELECT count(*) FROM u"),
+            1
+        );
         expect_sqlstate("UPDATE secumon.agents SET tenant_id = 'globex'", "42501");
         expect_sqlstate("SELECT password_hash FROM secumon.users", "42501");
         expect_sqlstate("SELECT * FROM secumon._jwt_keys", "42501");
@@ -430,9 +584,15 @@ mod tests {
         run("SET LOCAL secumon.auth_required = off");
         run("CREATE ROLE auth_test_open NOLOGIN IN ROLE secumon_web");
         run("SET LOCAL ROLE auth_test_open");
-        assert_eq!(count("SELECT count(*) FROM secumon.agents WHERE agent_id LIKE 'open-%'"), 2);
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.agents WHERE agent_id LIKE 'open-%'"),
+            2
+        );
         run(&format!("SELECT secumon.authenticate({})", lit(&token)));
-        assert_eq!(count("SELECT count(*) FROM secumon.agents WHERE agent_id LIKE 'open-%'"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.agents WHERE agent_id LIKE 'open-%'"),
+            1
+        );
     }
 
     #[pg_test]
@@ -451,14 +611,30 @@ mod tests {
         run("SET LOCAL ROLE auth_test_rw");
         run(&format!("SELECT secumon.authenticate({})", lit(&user)));
         run("INSERT INTO secumon.auth_test_rules (name) VALUES ('mine')");
-        assert_eq!(text("SELECT string_agg(tenant_id || ':' || name, ',') FROM secumon.auth_test_rules"), "acme:mine");
-        expect_sqlstate("INSERT INTO secumon.auth_test_rules (tenant_id, name) VALUES ('globex', 'x')", "42501");
+        assert_eq!(
+            text("SELECT string_agg(tenant_id || ':' || name, ',') FROM secumon.auth_test_rules"),
+            "acme:mine"
+        );
+        expect_sqlstate(
+            "INSERT INTO secumon.auth_test_rules (tenant_id, name) VALUES ('globex', 'x')",
+            "42501",
+        );
         assert_eq!(count("WITH d AS (DELETE FROM secumon.auth_test_rules WHERE name = 'theirs' RETURNING 1) SELECT count(*) FROM d"), 0);
         run(&format!("SELECT secumon.authenticate({})", lit(&ro)));
-        assert_eq!(count("SELECT count(*) FROM secumon.auth_test_rules"), 1, "readonly reads");
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.auth_test_rules"),
+            1,
+            "readonly reads"
+        );
         expect_sqlstate("INSERT INTO secumon.auth_test_rules (name) VALUES ('nope')", "42501");
-        assert_eq!(count("WITH u AS (UPDATE secumon.auth_test_rules SET name = 'x' RETURNING 1) SELECT count(*) FROM u"), 0);
-        assert_eq!(count("WITH d AS (DELETE FROM secumon.auth_test_rules RETURNING 1) SELECT count(*) FROM d"), 0);
+        assert_eq!(
+            count("WITH u AS (UPDATE secumon.auth_test_rules SET name = 'x' RETURNING 1) SELECT count(*) FROM u"),
+            0
+        );
+        assert_eq!(
+            count("WITH d AS (DELETE FROM secumon.auth_test_rules RETURNING 1) SELECT count(*) FROM d"),
+            0
+        );
     }
 
     /// Tables with tenant data need forced RLS (secumon._enable_tenant_rls() or
@@ -499,27 +675,50 @@ mod tests {
         expect_sqlstate("SELECT secumon.create_user('adm_x', 'password-x', 'user')", "42501");
         run(&format!("SELECT secumon.authenticate({})", lit(&pat)));
         run("SELECT secumon.create_user('adm_sam', 'password-of-adm_sam', 'readonly')");
-        assert_eq!(text("SELECT tenant_id FROM secumon.users WHERE username = 'adm_sam'"), "acme");
-        expect_sqlstate("SELECT secumon.create_user('adm_y', 'password-y', 'user', NULL, 'globex')", "42501");
+        assert_eq!(
+            text("SELECT tenant_id FROM secumon.users WHERE username = 'adm_sam'"),
+            "acme"
+        );
+        expect_sqlstate(
+            "SELECT secumon.create_user('adm_y', 'password-y', 'user', NULL, 'globex')",
+            "42501",
+        );
         expect_sqlstate("SELECT secumon.create_user('adm_z', 'password-z', 'root')", "22023");
         expect_sqlstate("SELECT secumon.create_user('ADM_QUINN', 'password-q', 'user')", "23505");
         run("SELECT secumon.set_user_role('adm_quinn', 'readonly')");
         // Another tenant's user is "unknown", whether or not it exists.
-        assert_eq!(error_of("SELECT secumon.set_user_role('adm_rita', 'readonly')"), "22023: no SecuMon user \"adm_rita\"");
+        assert_eq!(
+            error_of("SELECT secumon.set_user_role('adm_rita', 'readonly')"),
+            "22023: no SecuMon user \"adm_rita\""
+        );
         expect_sqlstate("SELECT secumon.deactivate_user('adm_rita')", "22023");
         expect_sqlstate("SELECT secumon.set_user_password('adm_rita', 'new-password')", "22023");
-        assert_eq!(count("SELECT count(*) FROM secumon.list_sessions()"), 2, "pat's and quinn's sessions");
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.list_sessions()"),
+            2,
+            "pat's and quinn's sessions"
+        );
         // A role change revokes the user's tokens: they carry the role.
-        assert_eq!(error_of(&format!("SELECT secumon.verify_token({})", lit(&quinn))), TOKEN_ERROR);
+        assert_eq!(
+            error_of(&format!("SELECT secumon.verify_token({})", lit(&quinn))),
+            TOKEN_ERROR
+        );
         // A plain user may see and end only their own sessions.
         let (quinn, _) = login("adm_quinn");
         run(&format!("SELECT secumon.authenticate({})", lit(&quinn)));
         expect_sqlstate("SELECT secumon.create_user('adm_w', 'password-w', 'user')", "42501");
         expect_sqlstate("SELECT secumon.set_user_role('adm_quinn', 'admin')", "42501");
-        assert_eq!(count("SELECT count(*) FROM secumon.list_sessions()"), 2, "quinn's two logins");
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.list_sessions()"),
+            2,
+            "quinn's two logins"
+        );
         expect_sqlstate("SELECT secumon.list_sessions('adm_pat')", "22023");
         assert_eq!(count("SELECT secumon.revoke_sessions('adm_quinn')::int8"), 2);
-        assert_eq!(error_of(&format!("SELECT secumon.authenticate({})", lit(&quinn))), TOKEN_ERROR);
+        assert_eq!(
+            error_of(&format!("SELECT secumon.authenticate({})", lit(&quinn))),
+            TOKEN_ERROR
+        );
     }
 
     #[pg_test]
@@ -528,9 +727,18 @@ mod tests {
         create_user("sp_tom", "user", "acme");
         let (_, refresh) = login("sp_tom");
         run("SELECT secumon.set_user_password('sp_tom', 'a-brand-new-password')");
-        assert_eq!(error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))), TOKEN_ERROR);
-        assert_eq!(error_of("SELECT secumon.login('sp_tom', 'password-of-sp_tom')"), LOGIN_ERROR);
-        assert_eq!(count("SELECT count(*) FROM secumon.login('sp_tom', 'a-brand-new-password')"), 1);
+        assert_eq!(
+            error_of(&format!("SELECT secumon.refresh({})", lit(&refresh))),
+            TOKEN_ERROR
+        );
+        assert_eq!(
+            error_of("SELECT secumon.login('sp_tom', 'password-of-sp_tom')"),
+            LOGIN_ERROR
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.login('sp_tom', 'a-brand-new-password')"),
+            1
+        );
     }
 
     #[pg_test]
@@ -542,19 +750,30 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(error_of("SELECT secumon.login('th_uma', 'wrong')"), LOGIN_ERROR);
         }
-        assert_eq!(error_of("SELECT secumon.login('th_uma', 'password-of-th_uma')"), LOGIN_ERROR, "locked");
+        assert_eq!(
+            error_of("SELECT secumon.login('th_uma', 'password-of-th_uma')"),
+            LOGIN_ERROR,
+            "locked"
+        );
         assert_eq!(
             text("SELECT kind || ':' || failures || ':' || locked FROM secumon.login_lockouts() WHERE name = 'th_uma'"),
             "account:3:true"
         );
         run("SELECT pg_sleep(3.1)");
         login("th_uma");
-        assert_eq!(count("SELECT count(*) FROM secumon.login_lockouts() WHERE name = 'th_uma'"), 0, "success clears");
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.login_lockouts() WHERE name = 'th_uma'"),
+            0,
+            "success clears"
+        );
         // Unknown usernames are counted and locked the same way.
         for _ in 0..4 {
             assert_eq!(error_of("SELECT secumon.login('th_nobody', 'x')"), LOGIN_ERROR);
         }
-        assert_eq!(text("SELECT locked::text FROM secumon.login_lockouts() WHERE name = 'th_nobody'"), "true");
+        assert_eq!(
+            text("SELECT locked::text FROM secumon.login_lockouts() WHERE name = 'th_nobody'"),
+            "true"
+        );
         assert_eq!(count("SELECT secumon.unlock_login('th_nobody')::int8"), 1);
     }
 
@@ -565,28 +784,63 @@ mod tests {
         run("SET LOCAL secumon.trusted_proxies = 'local, 127.0.0.1/32, ::1/128'");
         create_user("ad_vera", "user", "acme");
         for name in ["ad_x1", "ad_x2", "ad_x3"] {
-            assert_eq!(error_of(&format!("SELECT secumon.login('{name}', 'x', '192.0.2.7')")), LOGIN_ERROR);
+            assert_eq!(
+                error_of(&format!("SELECT secumon.login('{name}', 'x', '192.0.2.7')")),
+                LOGIN_ERROR
+            );
         }
         assert_eq!(
             error_of("SELECT secumon.login('ad_vera', 'password-of-ad_vera', '192.0.2.7')"),
             LOGIN_ERROR,
             "the address is locked for every account"
         );
-        assert_eq!(count("SELECT count(*) FROM secumon.login('ad_vera', 'password-of-ad_vera', '192.0.2.8')"), 1);
-        assert_eq!(text("SELECT kind FROM secumon.login_lockouts() WHERE name = '192.0.2.7'"), "address");
+        assert_eq!(
+            count("SELECT count(*) FROM secumon.login('ad_vera', 'password-of-ad_vera', '192.0.2.8')"),
+            1
+        );
+        assert_eq!(
+            text("SELECT kind FROM secumon.login_lockouts() WHERE name = '192.0.2.7'"),
+            "address"
+        );
         // IPv6 clients are counted per /64.
-        assert_eq!(error_of("SELECT secumon.login('ad_y', 'x', '2001:db8::1')"), LOGIN_ERROR);
-        assert_eq!(text("SELECT name FROM secumon.login_lockouts() WHERE kind = 'address' AND name LIKE '2001%'"), "2001:db8::/64");
+        assert_eq!(
+            error_of("SELECT secumon.login('ad_y', 'x', '2001:db8::1')"),
+            LOGIN_ERROR
+        );
+        assert_eq!(
+            text("SELECT name FROM secumon.login_lockouts() WHERE kind = 'address' AND name LIKE '2001%'"),
+            "2001:db8::/64"
+        );
         run("SELECT secumon.unlock_login(NULL, '192.0.2.7'), secumon.unlock_login(NULL, '2001:db8::/64')");
     }
 
     #[pg_test]
-    fn operators_only_rotate_keys_and_see_lockouts() {
+    fn web_roles_call_neither_internal_nor_operator_functions() {
         setup();
         run("CREATE ROLE auth_test_plain NOLOGIN IN ROLE secumon_web");
         run("SET LOCAL ROLE auth_test_plain");
-        expect_sqlstate("SELECT secumon.rotate_jwt_secret()", "42501");
-        expect_sqlstate("SELECT * FROM secumon.login_lockouts()", "42501");
-        expect_sqlstate("SELECT secumon.unlock_login('x')", "42501");
+        for call in [
+            "SELECT secumon.rotate_jwt_secret()",
+            "SELECT * FROM secumon.login_lockouts()",
+            "SELECT secumon.unlock_login('x')",
+            "SELECT secumon._sign_access_token('{\"id\": \"x\", \"role\": \"admin\", \"tenant_id\": \"acme\", \"token_version\": 0}')",
+            "SELECT secumon._issue_tokens(gen_random_uuid(), gen_random_uuid(), NULL)",
+            "SELECT secumon._generate_jwt_key()",
+            "SELECT secumon._new_refresh_token()",
+            "SELECT secumon._password_hash('password', true)",
+            "SELECT secumon._password_verify('password', NULL)",
+            "SELECT secumon._login_succeeded('alice')",
+            "SELECT secumon._login_failed('alice', NULL)",
+            "SELECT secumon._revoke_user_sessions(gen_random_uuid(), 'logout')",
+            "SELECT secumon._revoke_family(gen_random_uuid(), 'reuse')",
+            "SELECT secumon._revoke_family_in_background(gen_random_uuid())",
+            "SELECT secumon._invalidate_auth_cache(0)",
+            "SELECT secumon._enable_tenant_rls('secumon.agents')",
+            // Granted, but without a SecuMon identity there is nothing to list.
+            "SELECT * FROM secumon.list_sessions()",
+            "SELECT secumon.create_user('nobody', 'password-nobody')",
+        ] {
+            expect_sqlstate(call, "42501");
+        }
     }
 }
