@@ -703,7 +703,9 @@ END
 $$;
 COMMENT ON FUNCTION secumon.compress_partition(regclass) IS 'Compresses one past day of a raw metric table into columnar chunks; it stays queryable through the same table.';
 
--- Turns a compressed day back into a heap partition (before changing its rows).
+-- Turns a compressed day back into a heap partition (before changing its rows). The day is
+-- decoded into a new table with its indexes first, while ingest goes on; only the swap at the
+-- end takes the parent's exclusive lock, for a few milliseconds.
 CREATE FUNCTION secumon.decompress_partition(partition regclass) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -712,31 +714,55 @@ DECLARE
     tmp text;
     n bigint;
 BEGIN
+    -- One decompression of a day at a time; the second caller finds it done.
+    PERFORM pg_advisory_xact_lock(hashtext('secumon.decompress'), hashtext(p.partition_name));
+    SELECT pt.* INTO p FROM secumon.partitions pt WHERE pt.partition_name = p.partition_name AND pt.table_name = p.table_name;
     SELECT * INTO c FROM secumon.compressed_partitions cp WHERE cp.partition_name = p.partition_name;
     IF NOT p.compressed OR NOT FOUND THEN
         RAISE EXCEPTION '% is not compressed', partition USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    PERFORM set_config('lock_timeout', '30s', true);
-    EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', p.table_name);
     tmp := p.partition_name || '_restore';
     EXECUTE format('CREATE TABLE secumon_partitions.%I (LIKE secumon.%I INCLUDING DEFAULTS INCLUDING STORAGE)', tmp, p.table_name);
     EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM %s', tmp, partition);
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- The parent's indexes, built now rather than by ATTACH under the exclusive lock.
+    PERFORM secumon._create_partition_indexes(p.table_name, tmp, p.partition_name);
+    -- A matching CHECK constraint spares ATTACH its validation scan.
+    EXECUTE format('ALTER TABLE secumon_partitions.%I ADD CONSTRAINT %I CHECK (time >= %L AND time < %L)',
+                   tmp, p.partition_name || '_range', p.range_start, p.range_end);
+
+    PERFORM set_config('lock_timeout', '30s', true);
+    EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', p.table_name);
     EXECUTE format('DROP FOREIGN TABLE %s', partition);
     EXECUTE format('DROP TABLE secumon_partitions.%I', c.chunk_table);
     EXECUTE format('ALTER TABLE secumon_partitions.%I RENAME TO %I', tmp, p.partition_name);
-    -- A matching CHECK constraint spares ATTACH its validation scan.
-    EXECUTE format('ALTER TABLE secumon_partitions.%I ADD CONSTRAINT %I CHECK (time >= %L AND time < %L)',
-                   p.partition_name, p.partition_name || '_range', p.range_start, p.range_end);
     EXECUTE format('ALTER TABLE secumon.%I ATTACH PARTITION secumon_partitions.%I FOR VALUES FROM (%L) TO (%L)',
                    p.table_name, p.partition_name, p.range_start, p.range_end);
     EXECUTE format('ALTER TABLE secumon_partitions.%I DROP CONSTRAINT %I', p.partition_name, p.partition_name || '_range');
-    IF p.table_name = 'metric_samples' THEN
-        EXECUTE format('CREATE UNIQUE INDEX %I ON secumon_partitions.%I (agent_key, time)',
-                       p.partition_name || '_agent_time', p.partition_name);
-    END IF;
     DELETE FROM secumon.compressed_partitions cp WHERE cp.partition_name = p.partition_name;
     RETURN format('%s: %s rows restored', p.partition_name, n);
+END
+$$;
+
+-- Creates on `tbl` (in secumon_partitions) an index matching each index of secumon.<parent>,
+-- plus metric_samples' per-partition unique key, named after `partition_name`.
+CREATE FUNCTION secumon._create_partition_indexes(parent text, tbl text, partition_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ix record;
+    def text;
+BEGIN
+    FOR ix IN SELECT i.indexrelid, ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+               WHERE i.indrelid = format('secumon.%I', parent)::regclass LOOP
+        -- "CREATE [UNIQUE] INDEX name ON ONLY secumon.parent USING ..." -> the same on the table.
+        def := regexp_replace(pg_get_indexdef(ix.indexrelid),
+                              '^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ ',
+                              format('CREATE \1INDEX %I ON secumon_partitions.%I ', partition_name || '_' || ix.relname, tbl));
+        EXECUTE def;
+    END LOOP;
+    IF parent = 'metric_samples' THEN
+        EXECUTE format('CREATE UNIQUE INDEX %I ON secumon_partitions.%I (agent_key, time)', partition_name || '_agent_time', tbl);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION secumon.decompress_partition(regclass) IS 'Turns a compressed day back into an ordinary partition; the compression job compresses it again later.';

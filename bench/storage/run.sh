@@ -15,8 +15,10 @@
 # 7.3 B/sample, a full continuous-aggregate refresh of the 8.6 M rows 5.8 s. The narrow-row
 # figures are also measured here, in this run, on one day of the same data.
 #
-# Usage: bench/storage/run.sh   (needs the extension installed, best a release build:
-#        cd secumon_pg && cargo pgrx install --release --pg-config /usr/bin/pg_config)
+# Usage: bench/storage/run.sh
+# It builds a release package of the extension (cargo pgrx package; SKIP_PACKAGE=1 reuses
+# target/release/secumon-pg15) and runs a private copy of the PostgreSQL installation with it,
+# so neither a debug build nor someone installing another build meanwhile skews the figures.
 # Smaller run: AGENTS=20 DAYS=10 bench/storage/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +33,23 @@ if (( DAYS < 9 )); then
     exit 2
 fi
 
+# A private PostgreSQL 15 tree (it finds its lib and share directories relative to its binaries)
+# holding this tree's release build of the extension.
+PKG=target/release/secumon-pg15
+if [ -z "${SKIP_PACKAGE:-}" ]; then
+    (cd secumon_pg && cargo pgrx package --pg-config /usr/bin/pg_config >/dev/null 2>&1)
+fi
+SNAP=$(mktemp -d /tmp/secumon-storage-pg.XXXXXX)
+mkdir -p "$SNAP/usr/lib/postgresql" "$SNAP/usr/share/postgresql"
+cp -a /usr/lib/postgresql/15 "$SNAP/usr/lib/postgresql/"
+cp -a /usr/share/postgresql/15 "$SNAP/usr/share/postgresql/"
+cp "$PKG/usr/lib/postgresql/15/lib/secumon.so" "$SNAP/usr/lib/postgresql/15/lib/"
+cp "$PKG"/usr/share/postgresql/15/extension/secumon* "$SNAP/usr/share/postgresql/15/extension/"
+chmod -R a+rX "$SNAP"
+PG_BIN="$SNAP/usr/lib/postgresql/15/bin"
+
 bench_cluster_start "secumon.maintenance_interval = 3600" "max_parallel_workers_per_gather = 0" "checkpoint_timeout = '30min'"
+[ -n "${BENCH_KEEP:-}" ] || trap 'bench_cluster_stop; rm -rf "$SNAP"' EXIT
 started=$SECONDS
 echo "SecuMon storage benchmark (PostgreSQL $(bench_psql -c 'SHOW server_version'), $(nproc) cores)"
 echo "data: $AGENTS hosts x $DAYS days x 10 s x 10 series = $(( AGENTS * DAYS * 8640 * 10 / 1000000 )) M samples; refresh: $BIG_AGENTS hosts"
@@ -41,9 +59,11 @@ bench_psql -q <<SQL
 UPDATE secumon._jobs SET enabled = false;
 INSERT INTO secumon.agents (agent_id, hostname, owner_role, first_seen, last_seen)
 SELECT 'host' || i, 'host' || i, 'postgres', now(), now() FROM generate_series(1, $AGENTS) i;
-SELECT secumon._layout_id(ARRAY['cpu.usage_percent', 'cpu.user_percent', 'cpu.system_percent', 'cpu.load_avg_1',
-                                'memory.usage_percent', 'memory.used_bytes', 'memory.total_bytes',
-                                'cpu.context_switches', 'system.uptime_seconds', 'system.processes_total']);
+DO \$\$ BEGIN
+    PERFORM secumon._layout_id(ARRAY['cpu.usage_percent', 'cpu.user_percent', 'cpu.system_percent', 'cpu.load_avg_1',
+                                     'memory.usage_percent', 'memory.used_bytes', 'memory.total_bytes',
+                                     'cpu.context_switches', 'system.uptime_seconds', 'system.processes_total']);
+END \$\$;
 CREATE TABLE bench_setup AS
 SELECT (SELECT layout_id FROM secumon.metric_layouts WHERE cardinality(series) = 10) AS layout,
        secumon._bucket('1 day', now()) - interval '$DAYS days' + interval '1 day' AS first_day,
@@ -231,7 +251,7 @@ fmt "  compressed payload only (sum of chunk lengths)" "$payload_bps B" "target 
 fmt "  compressed vs its heap partitions" "${smaller}% smaller" "target >= 90%" ""
 fmt "rollup refresh, 5 min x $BIG_AGENTS hosts ($(( big_samples / 1000 ))k samples)" "${refresh_ms} ms" "" ""
 fmt "  refresh with nothing new (late-row scan only)" "${idle_ms} ms" "" ""
-fmt "  full re-materialisation of one day, $AGENTS hosts ($(( day_samples / 100000 ))e5 samples)" "${full_day_ms} ms" "5800 ms TimescaleDB" "$(q "SELECT round(5800 / $full_day_ms, 1)")x faster"
+fmt "  full re-materialisation of one day, $AGENTS hosts ($(( day_samples / 100000 ))e5 samples)" "${full_day_ms} ms" "5800 ms TimescaleDB" "$(q "SELECT round(5800.0 / $full_day_ms, 1)")x faster"
 fmt "  initial build of all rollups ($DAYS days)" "${rollup_s} s" "" ""
 fmt "compression job, one day of $AGENTS hosts (avg)" "${c_ms} ms" "" ""
 fmt "  $compress_days days compressed in total" "${compress_s} s" "" ""

@@ -69,7 +69,7 @@ fn timestamp(us: Option<i64>) -> Option<TimestampWithTimeZone> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, order_by: &str) -> Vec<i64> {
     let (columns, groups) = Spi::connect(|client| {
-        let columns = columns_of(&client, partition);
+        let columns = columns_of(client, partition);
         for c in &columns {
             if empty_column(c.type_oid).is_none() {
                 raise(
