@@ -29,7 +29,12 @@ GRANT EXECUTE ON FUNCTION secumon.register_agent(text, text, text, text, jsonb),
 -- Notifications: channels hold secrets, so only admins see or change them; everyone else sees
 -- what was sent (secumon.notification_history has no settings column).
 REVOKE ALL ON secumon.notification_channels FROM secumon_reader, secumon_agent;
-GRANT SELECT ON secumon.notification_outbox TO secumon_reader, secumon_web;
+-- Only the columns notification_history shows (it runs with the caller's rights): readers
+-- see what was sent through the view, not the outbox's delivery bookkeeping.
+GRANT SELECT (notification_id, idempotency_key, channel_name, channel_type, event_id, alert_id, rule_id, tenant_id,
+              agent_id, event, severity, event_at, status, attempts, created_at, next_attempt_at, last_attempt_at,
+              sent_at, last_status, last_response, last_error, latency_ms, payload)
+   ON secumon.notification_outbox TO secumon_reader, secumon_web;
 GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.notification_channels TO secumon_admin;
 GRANT SELECT ON secumon.notification_outbox TO secumon_admin;
 GRANT SELECT ON secumon.notification_history TO secumon_reader, secumon_web, secumon_admin;

@@ -253,11 +253,10 @@ BEGIN
     IF array_ndims(vals) > 1 OR array_ndims(series) > 1 THEN
         RAISE EXCEPTION 'series and vals must be one-dimensional arrays' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(vals) v WHERE v IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)) THEN
+    IF vals && '{NaN,Infinity,-Infinity}'::float8[] THEN  -- PostgreSQL's NaN equals NaN
         RAISE EXCEPTION 'metric values must be finite numbers (NaN or infinity given)'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Send NULL for a value that is unknown.';
     END IF;
-    PERFORM secumon._check_agent_id(agent_id);
     IF disks IS NOT NULL AND jsonb_typeof(disks) <> 'array'
        OR networks IS NOT NULL AND jsonb_typeof(networks) <> 'array'
        OR processes IS NOT NULL AND jsonb_typeof(processes) <> 'array' THEN
@@ -267,10 +266,13 @@ BEGIN
 
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = ingest.agent_id;
     IF NOT FOUND THEN
+        PERFORM secumon._check_agent_id(agent_id);  -- a registered agent_id is well-formed already
         RAISE EXCEPTION 'agent "%" is not registered', agent_id
             USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
     END IF;
-    PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
+    IF a.owner_role IS DISTINCT FROM session_user THEN
+        PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
+    END IF;
     -- A report for a day before today may belong to a compressed day: decompress it first
     -- (sql/lifecycle.sql). Today's reports skip the lookup.
     IF ingest."time" < secumon._day_start(secumon._utc_day(now())) THEN

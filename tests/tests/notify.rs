@@ -548,6 +548,10 @@ fn secrets_stay_out_of_logs_errors_and_non_admin_queries() {
         }
     };
 
+    // A database role without a SecuMon identity sees other tenants' rows only while
+    // secumon.auth_required is off (sql/auth.sql); this test is about secrets, not tenancy.
+    cluster.psql("ALTER SYSTEM SET secumon.auth_required = off");
+    cluster.psql("SELECT pg_reload_conf()");
     let reader = cluster.create_login_role("reader1", &["secumon_reader"]);
     let mut client = cluster.client_for(&reader);
     assert_sqlstate(client.query("SELECT * FROM secumon.notification_channels", &[]), "42501", "a reader reading channels");
