@@ -309,9 +309,9 @@ show_alerts() {
         sleep 1
     done
     show "alert rules" -c \
-        "SELECT name, coalesce(metric_type || '.' || metric_name, kind) AS series, condition, threshold, duration,
-                severity, enabled, last_error, pending, firing
-           FROM secumon.alert_rules JOIN secumon.alert_rule_status USING (id, name) ORDER BY name"
+        "SELECT r.name, coalesce(r.metric_type || '.' || r.metric_name, r.kind) AS series, r.condition, r.threshold,
+                r.duration, r.severity, r.enabled, s.last_error, s.pending, s.firing
+           FROM secumon.alert_rules r JOIN secumon.alert_rule_status s ON s.id = r.id ORDER BY r.name"
     show "active alerts" -c \
         "SELECT rule_name, agent_id, series_key, state, severity, round(current_value::numeric, 2) AS value,
                 to_char(triggered_at, 'HH24:MI:SS') AS fired, silenced
