@@ -770,6 +770,42 @@ BEGIN
 END
 $$;
 
+-- Summarises the BRIN ranges of the rows that arrived since the last cycle (today's and
+-- yesterday's partitions), so that the next cycle's scan by ingest time reads only what is new
+-- instead of every range autovacuum has not summarised yet. Never waits for autovacuum.
+CREATE FUNCTION secumon._summarize_ingest_ranges() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '50ms'
+AS $$
+DECLARE
+    idx regclass;
+    today date := secumon._utc_day(now());
+BEGIN
+    FOR idx IN
+        SELECT i.indexrelid::regclass
+          FROM pg_catalog.pg_inherits h
+          JOIN pg_catalog.pg_class p ON p.oid = h.inhrelid
+          JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid
+          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'brin'
+          JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = i.indkey[0]
+                                          AND att.attname = 'ingested_at'
+         WHERE h.inhparent IN ('secumon.metric_samples'::regclass, 'secumon.disk_metrics'::regclass,
+                               'secumon.network_metrics'::regclass)
+           AND (p.relname LIKE '%\_p' || to_char(today, 'YYYYMMDD')
+                OR p.relname LIKE '%\_p' || to_char(today - 1, 'YYYYMMDD')
+                OR p.relname LIKE '%\_default')
+    LOOP
+        BEGIN
+            PERFORM pg_catalog.brin_summarize_new_values(idx);
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- autovacuum is summarising it right now
+        END;
+    END LOOP;
+END
+$$;
+
 -- One evaluation cycle (job alert_evaluation). Healthy rules are evaluated together; if that
 -- fails, each rule is evaluated on its own so that one broken rule is marked with its error
 -- (secumon.alert_rule_status) while the others keep working.
@@ -831,6 +867,7 @@ BEGIN
     END IF;
     events := events + secumon._evaluate_repeats_and_disabled();
 
+    PERFORM secumon._summarize_ingest_ranges();
     UPDATE secumon._alert_engine_state
        SET watermark = next_watermark, last_cycle_at = started,
            last_cycle_ms = extract(epoch FROM clock_timestamp() - started) * 1000,

@@ -7,11 +7,14 @@
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{gucs, storage};
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+
+/// How often a worker looks again for CREATE EXTENSION secumon.
+const WAIT_FOR_EXTENSION: Duration = Duration::from_secs(5);
 
 /// The workers SecuMon runs: (name shown in pg_stat_activity.backend_type, entry point).
 pub const WORKERS: &[(&str, &str)] = &[
@@ -37,22 +40,32 @@ pub fn run_loop(interval: impl Fn() -> Duration, mut cycle: impl FnMut()) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
     let mut waiting_logged = false;
+    let mut next_cycle = Instant::now();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        if extension_installed() {
-            waiting_logged = false;
-            cycle();
-        } else if !waiting_logged {
-            log!(
-                "{}: waiting for CREATE EXTENSION secumon in database \"{}\"",
-                BackgroundWorker::get_name(),
-                gucs::database()
-            );
-            waiting_logged = true;
+        // The latch is also set by things unrelated to this worker (signals, cache
+        // invalidation catch-up): cycles keep their own schedule.
+        if Instant::now() >= next_cycle {
+            if extension_installed() {
+                waiting_logged = false;
+                cycle();
+                next_cycle = Instant::now() + interval();
+            } else {
+                if !waiting_logged {
+                    log!(
+                        "{}: waiting for CREATE EXTENSION secumon in database \"{}\"",
+                        BackgroundWorker::get_name(),
+                        gucs::database()
+                    );
+                    waiting_logged = true;
+                }
+                next_cycle = Instant::now() + interval().min(WAIT_FOR_EXTENSION);
+            }
         }
-        if !BackgroundWorker::wait_latch(Some(interval())) {
+        let wait = next_cycle.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
     }
