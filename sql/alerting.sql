@@ -867,7 +867,6 @@ BEGIN
     END IF;
     events := events + secumon._evaluate_repeats_and_disabled();
 
-    PERFORM secumon._summarize_ingest_ranges();
     UPDATE secumon._alert_engine_state
        SET watermark = next_watermark, last_cycle_at = started,
            last_cycle_ms = extract(epoch FROM clock_timestamp() - started) * 1000,

@@ -51,6 +51,9 @@ BEGIN
         RAISE EXCEPTION 'unknown job "%"', job
             USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT job_name FROM secumon.jobs lists the jobs.';
     END IF;
+    -- If a job's DDL (partitions, rollups, compression) and a user's query ever wait for each
+    -- other, the job notices first, gives way and is retried: the user's query goes on.
+    PERFORM set_config('deadlock_timeout', '100ms', true);
     BEGIN
         EXECUTE format('SELECT %s()', j.function_name::text) INTO result;
         UPDATE secumon._jobs

@@ -352,7 +352,9 @@ BEGIN
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
     IF NOT FOUND THEN
         PERFORM secumon.register_agent(NEW.agent_id, NULL);
-        SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
+        -- Back-filled data for a new agent says when it was seen, not the import.
+        UPDATE secumon.agents ag SET last_seen = NEW.time WHERE ag.agent_id = NEW.agent_id
+        RETURNING ag.agent_key, ag.owner_role INTO a;
     END IF;
     PERFORM secumon._check_agent_owner(NEW.agent_id, a.owner_role);
     IF NEW.time < secumon._day_start(secumon._utc_day(now())) THEN

@@ -192,7 +192,6 @@ impl Cluster {
             ("timezone".into(), "UTC".into()),
             ("lc_messages".into(), "C".into()),
             ("fsync".into(), "off".into()),
-            ("synchronous_commit".into(), "off".into()),
             ("full_page_writes".into(), "off".into()),
             ("max_connections".into(), "60".into()),
             ("log_line_prefix".into(), "%m [%p] %q%u@%d ".into()),

@@ -28,6 +28,12 @@ pub extern "C-unwind" fn secumon_alert_engine_main(_arg: pg_sys::Datum) {
             shown_interval = seconds;
         }
         worker::run_job(JOB);
+        // In a transaction of its own, so its brief index locks are not held through a cycle.
+        worker::guarded(|| {
+            if let Err(e) = Spi::run("SELECT secumon._summarize_ingest_ranges()") {
+                warning!("secumon alert engine: summarising new index ranges failed: {e}");
+            }
+        });
     });
 }
 
