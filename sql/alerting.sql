@@ -397,6 +397,22 @@ BEGIN
 END
 $$;
 
+-- Whether a value breaches a rule's condition, and whether a firing alert's value has
+-- recovered (back beyond recovery_threshold when set, else simply not breaching): the one
+-- definition the engine and secumon.test_rule share. Plain SQL, so the planner inlines them.
+CREATE FUNCTION secumon._breaches(condition text, value float8, threshold float8) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT CASE condition WHEN 'gt' THEN value > threshold WHEN 'gte' THEN value >= threshold
+                      WHEN 'lt' THEN value < threshold WHEN 'lte' THEN value <= threshold
+                      ELSE value = threshold END
+$$;
+
+CREATE FUNCTION secumon._recovered(condition text, value float8, threshold float8, recovery_threshold float8)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT NOT secumon._breaches(condition, value, coalesce(recovery_threshold, threshold))
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Transitions
 -- ---------------------------------------------------------------------------------------------
@@ -617,25 +633,16 @@ BEGIN
     -- began, where a firing alert last was not recovered and when it recovered.
     WITH evaluated AS (
         SELECT p.rule_id, p.agent_key, p.series_key, b.time, b.value,
-               CASE r.condition
-                   WHEN 'gt' THEN b.value > r.threshold WHEN 'gte' THEN b.value >= r.threshold
-                   WHEN 'lt' THEN b.value < r.threshold WHEN 'lte' THEN b.value <= r.threshold
-                   ELSE b.value = r.threshold
-               END AS cond,
-               CASE WHEN r.recovery_threshold IS NULL THEN NULL
-                    WHEN r.condition = 'gt' THEN b.value <= r.recovery_threshold
-                    WHEN r.condition = 'gte' THEN b.value < r.recovery_threshold
-                    WHEN r.condition = 'lt' THEN b.value >= r.recovery_threshold
-                    ELSE b.value > r.recovery_threshold
-               END AS recovered_explicit
+               secumon._breaches(r.condition, b.value, r.threshold) AS cond,
+               secumon._recovered(r.condition, b.value, r.threshold, r.recovery_threshold) AS recovered
           FROM _secumon_pairs p
           JOIN _secumon_rules r ON r.id = p.rule_id
           JOIN _secumon_batch b ON b.agent_key = p.agent_key AND b.series = p.series AND b.series_key = p.series_key
          WHERE p.verdict = 'mixed'),
     marked AS (
-        SELECT e.*, coalesce(e.recovered_explicit, NOT e.cond) AS recovered,
+        SELECT e.*,
                max(e.time) FILTER (WHERE NOT e.cond) OVER g AS lnc,
-               max(e.time) FILTER (WHERE NOT coalesce(e.recovered_explicit, NOT e.cond)) OVER g AS lnr
+               max(e.time) FILTER (WHERE NOT e.recovered) OVER g AS lnr
           FROM evaluated e
         WINDOW g AS (PARTITION BY e.rule_id, e.agent_key, e.series_key)),
     summary AS (
@@ -1027,14 +1034,8 @@ BEGIN
             cur_agent := s.agent_key; cur_key := s.series_key; cur_agent_id := s.agent_id;
             st := 'inactive'; p_at := NULL; f_at := NULL; peak := NULL;
         END IF;
-        cond := CASE condition WHEN 'gt' THEN s.value > threshold WHEN 'gte' THEN s.value >= threshold
-                               WHEN 'lt' THEN s.value < threshold WHEN 'lte' THEN s.value <= threshold
-                               ELSE s.value = threshold END;
-        recovered := CASE WHEN recovery_threshold IS NULL THEN NOT cond
-                          WHEN condition = 'gt' THEN s.value <= recovery_threshold
-                          WHEN condition = 'gte' THEN s.value < recovery_threshold
-                          WHEN condition = 'lt' THEN s.value >= recovery_threshold
-                          ELSE s.value > recovery_threshold END;
+        cond := secumon._breaches(condition, s.value, threshold);
+        recovered := secumon._recovered(condition, s.value, threshold, recovery_threshold);
         IF st = 'inactive' AND cond THEN
             st := 'pending'; p_at := s.time; peak := s.value;
         ELSIF st = 'pending' AND NOT cond THEN
@@ -1147,6 +1148,7 @@ GRANT EXECUTE ON FUNCTION secumon.ack_alert(uuid, text),
    TO secumon_web, secumon_admin;
 -- Helpers that run as the caller (in views and backtests).
 GRANT EXECUTE ON FUNCTION secumon._is_silenced(text, text, uuid, text, jsonb),
+                          secumon._breaches(text, float8, float8), secumon._recovered(text, float8, float8, float8),
                           secumon._validate_rule(text, text, text, text, jsonb, text, float8, float8, interval, interval, text, interval),
                           secumon._rule_error(text, text, text), secumon._check_agent_id(text),
                           secumon._alert_samples_query(text, text, text)
