@@ -4,13 +4,20 @@
 //! the main thread collects on schedule into the spool; the shipper thread connects
 //! (with backoff), registers, and replays the spool oldest-first. A report leaves the
 //! spool only once `secumon.ingest` answered.
+//!
+//! SIGHUP reloads the configuration in the main thread (see [`crate::reload`]). A new
+//! connection string or new labels reach the shipper as a [`Target`] it picks up between
+//! two reports: it closes its connection and connects to the new one, and the spool —
+//! including every report collected for the old database and not yet shipped — simply
+//! drains there. Nothing is taken out of the spool for a reload.
 
 use crate::backoff::Backoff;
 use crate::collect::Collector;
 use crate::config::{format_duration, Config};
 use crate::db::{ConnectOptions, Db, ErrorKind};
+use crate::reload;
 use crate::report::{AgentInfo, Report};
-use crate::signals;
+use crate::signals::{self, Wake};
 use crate::spool::Spool;
 use crate::{log_debug, log_error, log_info, log_warn};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,12 +65,32 @@ pub fn run_once(cfg: &Config) -> Result<bool, String> {
     Ok(stored)
 }
 
-fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not stop the agent from spooling.
-    spool.lock().unwrap_or_else(PoisonError::into_inner)
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// When the collection after the one due at `last` is due. If the agent fell behind
+/// (suspend, overloaded host) it skips the missed ticks rather than bursting.
+fn next_due(last: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = last + interval;
+    if next <= now {
+        log_debug!("collection fell behind by {:?}", now - next);
+        now + interval
+    } else {
+        next
+    }
+}
+
+/// When the next collection is due after a reload changed the interval: the new
+/// interval counted from the last collection, or now if that much time has passed
+/// already (a 1 h interval shortened to 10 s collects at once, not in an hour).
+fn due_after_reload(last: Instant, interval: Duration, now: Instant) -> Instant {
+    (last + interval).max(now)
 }
 
 /// Daemon mode; returns when SIGINT/SIGTERM arrives (after a bounded flush).
+/// SIGHUP re-reads the configuration and applies it without stopping.
 /// Errors are start-up failures, e.g. an unusable spool directory.
 pub fn run(cfg: &Config) -> Result<(), String> {
     let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).map_err(|e| e.to_string())?;
@@ -80,22 +107,24 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let spool = Arc::new(Mutex::new(spool));
     // Before spawning: the shipper inherits the mask, so signals always reach this thread.
     signals::block().map_err(|e| format!("cannot block signals: {e}"))?;
-    let mut collector = Collector::new(cfg);
+    let mut running = Running::new(cfg.clone(), Arc::clone(&spool));
     let shipper = Shipper::new(
         cfg.database.clone(),
-        collector.agent_info(),
+        running.collector.agent_info(),
         Arc::clone(&spool),
+        Arc::clone(&running.target),
     );
     let handle = thread::Builder::new()
         .name("shipper".into())
         .stack_size(1024 * 1024) // only touched pages count; TLS and DNS need some depth
         .spawn(move || shipper.run())
         .map_err(|e| format!("cannot start the shipper thread: {e}"))?;
+    let env = |k: &str| std::env::var(k).ok();
 
-    let mut next = Instant::now();
+    let mut due = Instant::now();
     let mut drops = DropLog::default();
     while !signals::stop_requested() {
-        let report = collector.collect();
+        let report = running.collector.collect();
         let json = report.to_json();
         let mut s = lock(&spool);
         match s.push(json.as_bytes()) {
@@ -120,14 +149,15 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         }
         handle.thread().unpark();
 
-        next += cfg.interval;
-        let now = Instant::now();
-        if next <= now {
-            // Fell behind (suspend, overloaded host): skip the missed ticks, don't burst.
-            log_debug!("collection fell behind by {:?}", now - next);
-            next = now + cfg.interval;
+        let last = due;
+        due = next_due(last, running.cfg.interval, Instant::now());
+        while signals::wait_until(due) == Wake::Reload {
+            if running.reload(&env) {
+                due = due_after_reload(last, running.cfg.interval, Instant::now());
+            }
+            // Picks up a new target now rather than after its backoff or idle park.
+            handle.thread().unpark();
         }
-        signals::sleep_until(next);
     }
 
     log_info!(
@@ -149,6 +179,99 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Where the shipper sends reports and what it registers as; handed over on reload.
+#[derive(Clone, Debug, PartialEq)]
+struct Target {
+    conninfo: String,
+    info: AgentInfo,
+}
+
+/// The main thread's side of a running daemon: everything a reload may change.
+struct Running {
+    cfg: Config,
+    collector: Collector,
+    spool: Arc<Mutex<Spool>>,
+    /// A new target for the shipper, taken by it between two reports (the newest wins).
+    target: Arc<Mutex<Option<Target>>>,
+}
+
+impl Running {
+    fn new(cfg: Config, spool: Arc<Mutex<Spool>>) -> Running {
+        Running {
+            collector: Collector::new(&cfg),
+            cfg,
+            spool,
+            target: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Re-reads and applies the configuration (SIGHUP). An invalid configuration is
+    /// logged and changes nothing; the agent never stops over it. Returns whether the
+    /// interval changed, so the caller reschedules.
+    fn reload(&mut self, env: &dyn Fn(&str) -> Option<String>) -> bool {
+        let source = reload::describe_source(&self.cfg);
+        let plan = match reload::reread(&self.cfg, env) {
+            Ok(plan) => plan,
+            Err(e) => {
+                log_error!("configuration not reloaded, keeping the running one: {e}");
+                return false;
+            }
+        };
+        log_info!(
+            "configuration reloaded from {source}: {}",
+            match (plan.changes.is_empty(), plan.needs_restart.is_empty()) {
+                (false, _) => plan.changes.join(", "),
+                (true, true) => "nothing changed".to_string(),
+                (true, false) => "nothing else changed".to_string(),
+            }
+        );
+        if !plan.needs_restart.is_empty() {
+            log_warn!(
+                "configuration: a restart is needed to change {}; keeping the current value until then",
+                plan.needs_restart.join(", ")
+            );
+        }
+        let reconnect = plan.reconnect(&self.cfg);
+        let old = std::mem::replace(&mut self.cfg, plan.config);
+        // After the "reloaded" line, so lowering the level never hides that line.
+        crate::log::set_level(self.cfg.log_level);
+        self.collector.reconfigure(&self.cfg);
+        if self.cfg.spool_max_bytes != old.spool_max_bytes {
+            self.apply_spool_limit();
+        }
+        if reconnect {
+            *lock(&self.target) = Some(Target {
+                conninfo: self.cfg.database.clone(),
+                info: self.collector.agent_info(),
+            });
+        }
+        self.cfg.interval != old.interval
+    }
+
+    /// A lower bound than what is spooled drops the oldest reports now, by the spool's
+    /// usual policy, and says so; a higher one only makes room.
+    fn apply_spool_limit(&self) {
+        let mut s = lock(&self.spool);
+        let (count, bytes) = (s.len(), s.bytes());
+        match s.set_max_bytes(self.cfg.spool_max_bytes) {
+            Ok(0) => {}
+            Ok(dropped) => log_warn!(
+                "spool_max_bytes {} is below the {bytes} bytes in the spool: dropped the {dropped} oldest of {count} report(s), {} since start",
+                self.cfg.spool_max_bytes,
+                s.dropped_total()
+            ),
+            Err(e) => log_error!(
+                "cannot drop old reports to fit spool_max_bytes {} in {}: {e}; the bound applies as new reports arrive ({} report(s), {} bytes spooled, {} dropped since start)",
+                self.cfg.spool_max_bytes,
+                s.dir().display(),
+                s.len(),
+                s.bytes(),
+                s.dropped_total()
+            ),
+        }
+    }
 }
 
 /// Logs spool drops at once, then at most once a minute while the spool stays full
@@ -202,6 +325,8 @@ struct Shipper {
     conninfo: String,
     info: AgentInfo,
     spool: Arc<Mutex<Spool>>,
+    /// Set by a reload; see [`Shipper::take_new_target`].
+    new_target: Arc<Mutex<Option<Target>>>,
     db: Option<Db>,
     backoff: Backoff,
     retry_at: Instant,
@@ -211,11 +336,17 @@ struct Shipper {
 }
 
 impl Shipper {
-    fn new(conninfo: String, info: AgentInfo, spool: Arc<Mutex<Spool>>) -> Shipper {
+    fn new(
+        conninfo: String,
+        info: AgentInfo,
+        spool: Arc<Mutex<Spool>>,
+        new_target: Arc<Mutex<Option<Target>>>,
+    ) -> Shipper {
         Shipper {
             conninfo,
             info,
             spool,
+            new_target,
             db: None,
             backoff: Backoff::default(),
             retry_at: Instant::now(),
@@ -226,6 +357,7 @@ impl Shipper {
 
     fn run(mut self) {
         while !signals::stop_requested() {
+            self.take_new_target();
             let now = Instant::now();
             // No polling: the collector unparks us after every report and on stop.
             if now < self.retry_at {
@@ -244,6 +376,29 @@ impl Shipper {
             }
         }
         self.flush();
+    }
+
+    /// Switches to the connection string and registration a reload handed over, if any.
+    /// Called between two reports, so no report is half-shipped: the spool stays as it
+    /// is and drains to the new connection. The backoff restarts, so a corrected
+    /// connection string is tried at once, not after up to a minute of waiting.
+    fn take_new_target(&mut self) {
+        let Some(target) = lock(&self.new_target).take() else {
+            return;
+        };
+        if target.conninfo == self.conninfo && target.info == self.info {
+            return;
+        }
+        self.conninfo = target.conninfo;
+        self.info = target.info;
+        if let Some(db) = self.db.take() {
+            log_info!(
+                "closing the connection to {}: the configuration changed; spooled reports go to the new connection",
+                db.target()
+            );
+        }
+        self.backoff.reset();
+        self.retry_at = Instant::now();
     }
 
     /// Connects and registers; on failure schedules the next attempt with backoff.
@@ -428,6 +583,8 @@ impl Shipper {
     /// On stop: one bounded attempt to empty the spool; what is left stays on disk.
     fn flush(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
+        // A reload just before the stop still counts.
+        self.take_new_target();
         if lock(&self.spool).is_empty() {
             return;
         }
@@ -456,5 +613,183 @@ impl Shipper {
                 Step::Idle | Step::Failed => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::spool::tests::TempDir;
+    use std::path::PathBuf;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    /// A running daemon's main-thread state, started from `agent.toml` in a scratch dir
+    /// (no shipper thread, no database).
+    struct Fixture {
+        _dir: TempDir,
+        path: PathBuf,
+        spool_dir: PathBuf,
+        running: Running,
+    }
+
+    fn start(tag: &str) -> Fixture {
+        let dir = TempDir::new(tag);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("agent.toml");
+        let spool_dir = dir.0.join("spool");
+        std::fs::write(
+            &path,
+            file_text(&spool_dir, "10s", "host=db1 password=hunter22", ""),
+        )
+        .unwrap();
+        let cfg = config::load(Some(&path), &no_env).unwrap();
+        let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes).unwrap();
+        let running = Running::new(cfg, Arc::new(Mutex::new(spool)));
+        Fixture {
+            _dir: dir,
+            path,
+            spool_dir,
+            running,
+        }
+    }
+
+    fn file_text(
+        spool_dir: &std::path::Path,
+        interval: &str,
+        database: &str,
+        extra: &str,
+    ) -> String {
+        format!(
+            "agent_id = \"reload-test\"\ndatabase = \"{database}\"\ninterval = \"{interval}\"\n\
+             spool_dir = \"{}\"\nspool_max_bytes = \"1MiB\"\n{extra}",
+            spool_dir.display()
+        )
+    }
+
+    #[test]
+    fn an_invalid_file_keeps_the_running_configuration() {
+        let mut f = start("daemon-reload-bad");
+        let before = f.running.cfg.clone();
+        for bad in [
+            "interval = \"soon\"\n",
+            "this is not toml",
+            "interval = \"1s\"\nspool_max_bytes = 5\n",
+        ] {
+            std::fs::write(&f.path, bad).unwrap();
+            assert!(!f.running.reload(&no_env), "{bad:?}");
+            assert_eq!(f.running.cfg, before, "{bad:?}");
+            assert!(
+                lock(&f.running.target).is_none(),
+                "no reconnect for {bad:?}"
+            );
+            assert_eq!(lock(&f.running.spool).max_bytes(), 1 << 20);
+        }
+        std::fs::remove_file(&f.path).unwrap();
+        assert!(!f.running.reload(&no_env));
+        assert_eq!(f.running.cfg, before);
+        // Once the file is fixed, the next SIGHUP applies it.
+        std::fs::write(
+            &f.path,
+            file_text(&f.spool_dir, "2s", "host=db1 password=hunter22", ""),
+        )
+        .unwrap();
+        assert!(f.running.reload(&no_env));
+        assert_eq!(f.running.cfg.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_valid_file_applies_interval_connection_and_spool_bound() {
+        let mut f = start("daemon-reload-ok");
+        // 100 KiB waiting for the database.
+        for i in 0..10u8 {
+            lock(&f.running.spool).push(&[b'0' + i; 10 * 1024]).unwrap();
+        }
+        std::fs::write(
+            &f.path,
+            file_text(
+                &f.spool_dir,
+                "1s",
+                "host=db2 password=hunter22",
+                "[labels]\nenv = \"prod\"\n",
+            )
+            .replace("1MiB", "64KiB"),
+        )
+        .unwrap();
+        assert!(f.running.reload(&no_env), "the interval changed");
+        assert_eq!(f.running.cfg.interval, Duration::from_secs(1));
+        assert_eq!(f.running.cfg.database, "host=db2 password=hunter22");
+        assert_eq!(f.running.cfg.spool_max_bytes, 64 * 1024);
+
+        let target = lock(&f.running.target)
+            .take()
+            .expect("a new target for the shipper");
+        assert_eq!(target.conninfo, "host=db2 password=hunter22");
+        assert_eq!(target.info.agent_id, "reload-test");
+        assert_eq!(
+            target.info.labels.get("env").map(String::as_str),
+            Some("prod")
+        );
+
+        // The lower bound applied the drop-oldest policy at once; the newest reports stay.
+        let mut s = lock(&f.running.spool);
+        assert_eq!(s.max_bytes(), 64 * 1024);
+        assert_eq!(s.len(), 6);
+        assert_eq!(s.dropped_total(), 4);
+        assert_eq!(
+            s.checkout_oldest().unwrap().unwrap().1,
+            vec![b'4'; 10 * 1024]
+        );
+    }
+
+    #[test]
+    fn unchanged_connection_settings_do_not_disturb_the_shipper() {
+        let mut f = start("daemon-reload-same");
+        std::fs::write(
+            &f.path,
+            file_text(
+                &f.spool_dir,
+                "10s",
+                "host=db1 password=hunter22",
+                "top_processes = 2\n",
+            ),
+        )
+        .unwrap();
+        assert!(!f.running.reload(&no_env), "same interval");
+        assert_eq!(f.running.cfg.top_processes, 2);
+        assert!(lock(&f.running.target).is_none());
+    }
+
+    #[test]
+    fn restart_only_settings_are_kept() {
+        let mut f = start("daemon-reload-restart");
+        let other = f.spool_dir.with_file_name("other-spool");
+        std::fs::write(
+            &f.path,
+            file_text(&other, "10s", "host=db1 password=hunter22", "")
+                .replace("reload-test", "renamed"),
+        )
+        .unwrap();
+        f.running.reload(&no_env);
+        assert_eq!(f.running.cfg.spool_dir, f.spool_dir);
+        assert_eq!(f.running.cfg.agent_id, "reload-test");
+        assert_eq!(f.running.collector.agent_info().agent_id, "reload-test");
+        assert!(!other.exists(), "the new spool_dir is not touched");
+    }
+
+    #[test]
+    fn schedule_after_a_reload() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Normal ticks, and skipping missed ones.
+        assert_eq!(next_due(t0, s(10), t0 + s(1)), t0 + s(10));
+        assert_eq!(next_due(t0, s(10), t0 + s(25)), t0 + s(35));
+        // Longer interval: counted from the last collection.
+        assert_eq!(due_after_reload(t0, s(60), t0 + s(5)), t0 + s(60));
+        // Shorter, and already overdue: collect now.
+        assert_eq!(due_after_reload(t0, s(1), t0 + s(5)), t0 + s(5));
     }
 }

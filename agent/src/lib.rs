@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod log;
 pub mod mask;
+pub mod reload;
 pub mod report;
 pub mod signals;
 pub mod spool;

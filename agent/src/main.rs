@@ -1,6 +1,8 @@
 //! `secumon-agent [--config FILE] [--once] [--dry-run] [--version] [--help]`
 //!
 //! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+//! Signals: SIGINT/SIGTERM stop (after a bounded flush), SIGHUP reloads the configuration
+//! in daemon mode and is ignored in `--once` and `--dry-run`; none of them kills the agent.
 //! Errors are one line on stderr starting with `secumon-agent: error: `.
 
 use secumon_agent::collect::Collector;
@@ -23,7 +25,10 @@ Options:
 
 Without --once the agent runs until SIGINT/SIGTERM: it collects every `interval`,
 spools each report on disk and ships the spool to the database, replaying it in order
-after an outage.
+after an outage. SIGHUP re-reads the configuration (file and environment) and applies
+it without losing spooled reports; an invalid file is logged and the running
+configuration kept. agent_id and spool_dir change only with a restart. In --once and
+--dry-run SIGHUP is ignored.
 
 Environment (overrides the file):
   SECUMON_AGENT_ID  SECUMON_DATABASE  SECUMON_INTERVAL  SECUMON_SPOOL_DIR
@@ -89,14 +94,15 @@ fn real_main() -> i32 {
         println!("secumon-agent {VERSION}");
         return 0;
     }
+    // Before anything slow: SIGHUP's default action would end the agent with status 129.
+    if let Err(e) = signals::install() {
+        return fail(1, &format!("cannot install signal handlers: {e}"));
+    }
     let cfg = match config::load(args.config.as_deref(), &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => return fail(2, &e.to_string()),
     };
     log::set_level(cfg.log_level);
-    if let Err(e) = signals::install() {
-        return fail(1, &format!("cannot install signal handlers: {e}"));
-    }
 
     if args.dry_run {
         let report = Collector::new(&cfg).collect();

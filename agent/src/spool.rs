@@ -209,22 +209,7 @@ impl Spool {
     /// `max_bytes` (the newest report is always kept).
     pub fn push(&mut self, data: &[u8]) -> io::Result<u64> {
         let size = data.len() as u64;
-        let mut dropped = 0;
-        while self.total_bytes + size > self.max_bytes {
-            let Some(i) = self
-                .entries
-                .iter()
-                .position(|e| Some(e.seq) != self.in_flight)
-            else {
-                break;
-            };
-            if let Some(e) = self.entries.remove(i) {
-                remove_if_exists(&self.path(e.seq))?;
-                self.total_bytes -= e.size;
-                dropped += 1;
-            }
-        }
-        self.dropped_total += dropped;
+        let dropped = self.make_room(size)?;
         self.dropped_unreported += dropped;
 
         let seq = (self.last_seq + 1).max(now_micros());
@@ -249,6 +234,42 @@ impl Spool {
         self.entries.push_back(Entry { seq, size });
         self.total_bytes += size;
         Ok(dropped)
+    }
+
+    /// Drops the oldest reports (never the one in flight) until `incoming` more bytes fit
+    /// within `max_bytes`; returns how many went. They count in [`dropped_total`](Self::dropped_total).
+    fn make_room(&mut self, incoming: u64) -> io::Result<u64> {
+        let mut dropped = 0;
+        while self.total_bytes + incoming > self.max_bytes {
+            let Some(i) = self
+                .entries
+                .iter()
+                .position(|e| Some(e.seq) != self.in_flight)
+            else {
+                break;
+            };
+            let Some(e) = self.entries.get(i).copied() else {
+                break;
+            };
+            // Forget the entry only once its file is gone, so a failed unlink leaves the
+            // bookkeeping matching the disk.
+            remove_if_exists(&self.path(e.seq))?;
+            self.entries.remove(i);
+            self.total_bytes -= e.size;
+            self.dropped_total += 1;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    /// Changes the size bound (configuration reload). A bound below what is spooled
+    /// applies the usual policy at once — the oldest reports go, counted — rather than at
+    /// the next push; returns how many were dropped, for the caller to log. Unlike drops
+    /// on push they are not added to the "while disconnected" count: the caller logs them
+    /// right away.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) -> io::Result<u64> {
+        self.max_bytes = max_bytes;
+        self.make_room(0)
     }
 
     pub fn push_report(&mut self, report: &Report) -> io::Result<u64> {
@@ -510,6 +531,41 @@ pub(crate) mod tests {
         assert_eq!(s.len(), 1);
         s.push(b"new").unwrap();
         assert!(s.sequences().iter().all(|&q| q > seq));
+    }
+
+    #[test]
+    fn lowering_the_bound_drops_the_oldest_at_once_and_counts_them() {
+        let t = TempDir::new("shrink");
+        let mut s = Spool::open(&t.0, 1 << 20).unwrap();
+        for i in 0..10 {
+            s.push(format!("{i:0100}").as_bytes()).unwrap();
+        }
+        // Raising (or keeping) the bound drops nothing.
+        assert_eq!(s.set_max_bytes(2 << 20).unwrap(), 0);
+        assert_eq!(s.len(), 10);
+        // The report being shipped stays, like on push; the oldest others go.
+        let (in_flight, _) = s.checkout_oldest().unwrap().unwrap();
+        assert_eq!(s.set_max_bytes(350).unwrap(), 7);
+        assert_eq!(s.max_bytes(), 350);
+        assert_eq!(s.len(), 3);
+        assert!(s.bytes() <= 350);
+        assert_eq!(s.dropped_total(), 7);
+        assert_eq!(
+            s.take_dropped_unreported(),
+            0,
+            "logged by the caller already"
+        );
+        assert_eq!(
+            names(&t.0).iter().filter(|n| n.ends_with(SUFFIX)).count(),
+            3
+        );
+        s.complete(in_flight).unwrap();
+        let (_, data) = s.checkout_oldest().unwrap().unwrap();
+        assert_eq!(data, format!("{:0100}", 8).as_bytes(), "the newest remain");
+        // Later pushes keep to the new bound.
+        assert_eq!(s.push(format!("{:0100}", 10).as_bytes()).unwrap(), 0);
+        assert_eq!(s.push(format!("{:0100}", 11).as_bytes()).unwrap(), 1);
+        assert!(s.bytes() <= 350);
     }
 
     #[test]

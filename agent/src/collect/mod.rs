@@ -62,6 +62,17 @@ impl Collector {
         }
     }
 
+    /// Applies reloaded collection settings (labels, top processes, disk and interface
+    /// filters). The agent_id is not taken — it changes only with a restart — and the CPU
+    /// and process baselines are kept, so the next report still covers a whole interval
+    /// instead of pausing for a new first sample.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.labels = cfg.labels.clone();
+        self.top_processes = cfg.top_processes;
+        self.disks = cfg.disks.clone();
+        self.network = cfg.network.clone();
+    }
+
     /// What `secumon.register_agent` needs.
     pub fn agent_info(&self) -> AgentInfo {
         AgentInfo {
