@@ -72,6 +72,9 @@ INSERT INTO secumon.metric_catalog VALUES
     ('network', 'errors_out', 'counter', 'errors', 'Transmit errors (rules see errors/s)'),
     ('network', 'drops_in', 'counter', 'packets', 'Received packets dropped (rules see drops/s)'),
     ('network', 'drops_out', 'counter', 'packets', 'Sent packets dropped (rules see drops/s)');
+SELECT pg_catalog.pg_extension_config_dump('secumon.metric_catalog', '');
+CREATE TRIGGER metric_catalog_merge_default BEFORE INSERT ON secumon.metric_catalog
+    FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('metric_type', 'metric_name');
 
 CREATE TABLE secumon.alert_rules (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -104,7 +107,7 @@ COMMENT ON COLUMN secumon.alert_rules.repeat_interval IS 'Re-notify a still-firi
 
 CREATE TABLE secumon.alerts (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    rule_id          uuid NOT NULL REFERENCES secumon.alert_rules ON DELETE CASCADE,
+    rule_id          uuid NOT NULL REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
     tenant_id        text NOT NULL,
     agent_id         text NOT NULL,
     series_key       text NOT NULL DEFAULT '',
@@ -155,7 +158,7 @@ CREATE TABLE secumon.silences (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id    text NOT NULL DEFAULT 'default' REFERENCES secumon.tenants ON UPDATE CASCADE,
     agent_id     text,
-    rule_id      uuid REFERENCES secumon.alert_rules ON DELETE CASCADE,
+    rule_id      uuid REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
     severity     text CHECK (severity IN ('critical', 'warning', 'info')),
     agent_labels jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(agent_labels) = 'object'),
     starts_at    timestamptz NOT NULL DEFAULT now(),
@@ -176,16 +179,24 @@ CREATE TABLE secumon._alert_engine_state (
     last_cycle_result text
 );
 INSERT INTO secumon._alert_engine_state DEFAULT VALUES;
+SELECT pg_catalog.pg_extension_config_dump('secumon._alert_engine_state', '');
+CREATE TRIGGER alert_engine_state_merge_default BEFORE INSERT ON secumon._alert_engine_state
+    FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('singleton');
 
 CREATE TABLE secumon._alert_rule_errors (
-    rule_id   uuid PRIMARY KEY REFERENCES secumon.alert_rules ON DELETE CASCADE,
-    error     text NOT NULL,
-    failed_at timestamptz NOT NULL DEFAULT now()
+    rule_id    uuid PRIMARY KEY REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
+    error      text NOT NULL,
+    failed_at  timestamptz NOT NULL DEFAULT now(),
+    -- The engine watermark of the first failed cycle: the rule is evaluated again over every
+    -- sample ingested since then until it succeeds, so no breach is lost to an error.
+    retry_from timestamptz
 );
 
-SELECT pg_catalog.pg_extension_config_dump('secumon.alert_rules', $$WHERE name NOT IN ('High CPU Usage', 'High Memory Usage', 'High Disk Usage', 'High Load Average') OR tenant_id <> 'default'$$);
+SELECT pg_catalog.pg_extension_config_dump('secumon._alert_rule_errors', '');
+SELECT pg_catalog.pg_extension_config_dump('secumon.alert_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('secumon.alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('secumon.alert_events', '');
+SELECT pg_catalog.pg_extension_config_dump('secumon.alert_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('secumon.silences', '');
 
 -- ---------------------------------------------------------------------------------------------
@@ -316,12 +327,21 @@ $$;
 CREATE TRIGGER silences_validate BEFORE INSERT OR UPDATE ON secumon.silences
 FOR EACH ROW EXECUTE FUNCTION secumon._silences_validate();
 
--- Default rules of the seed.
-INSERT INTO secumon.alert_rules (name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
-    ('High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
-    ('High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
-    ('High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
-    ('High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
+-- Default rules of the seed. Their ids are fixed (a reserved range), so that every installation,
+-- and a restore of its dump, knows them by the same id.
+CREATE FUNCTION secumon._is_default_rule(id uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN id BETWEEN '00000000-5ec0-4000-8000-000000000000' AND '00000000-5ec0-4000-8000-0000ffffffff';
+
+INSERT INTO secumon.alert_rules (id, name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
+    ('00000000-5ec0-4000-8000-000000000001', 'High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
+    ('00000000-5ec0-4000-8000-000000000002', 'High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
+    ('00000000-5ec0-4000-8000-000000000003', 'High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
+    ('00000000-5ec0-4000-8000-000000000004', 'High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
+CREATE TRIGGER alert_rules_merge_default BEFORE INSERT ON secumon.alert_rules
+    FOR EACH ROW WHEN (secumon._is_default_rule(NEW.id)) EXECUTE FUNCTION secumon._merge_default_row('id');
+CREATE TRIGGER alert_rules_remember_removed_default AFTER DELETE ON secumon.alert_rules
+    FOR EACH ROW WHEN (secumon._is_default_rule(OLD.id)) EXECUTE FUNCTION secumon._remember_removed_default('id');
 
 -- ---------------------------------------------------------------------------------------------
 -- Samples as the engine sees them
@@ -829,9 +849,11 @@ DECLARE
     healthy uuid[];
     broken uuid[];
     one_rule uuid;
+    since timestamptz;
     events integer := 0;
     failed integer := 0;
     err text;
+    err_state text;
 BEGIN
     SELECT * INTO st FROM secumon._alert_engine_state FOR UPDATE;
     -- Rows of transactions still open are not visible yet; they were stamped no earlier than
@@ -860,14 +882,24 @@ BEGIN
     END IF;
     IF broken IS NOT NULL THEN
         FOREACH one_rule IN ARRAY broken LOOP
+            -- A rule that failed before is evaluated again over every sample since its first
+            -- failed cycle: its error stays visible until that succeeds.
+            since := coalesce((SELECT least(e.retry_from, st.watermark) FROM secumon._alert_rule_errors e
+                                WHERE e.rule_id = one_rule), st.watermark);
             BEGIN
-                events := events + secumon._evaluate_threshold_rules(ARRAY[one_rule], st.watermark)
+                events := events + secumon._evaluate_threshold_rules(ARRAY[one_rule], since)
                                  + secumon._evaluate_no_data_rules(ARRAY[one_rule]);
                 DELETE FROM secumon._alert_rule_errors WHERE rule_id = one_rule;
             EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+                GET STACKED DIAGNOSTICS err = MESSAGE_TEXT, err_state = RETURNED_SQLSTATE;
                 failed := failed + 1;
-                INSERT INTO secumon._alert_rule_errors (rule_id, error) VALUES (one_rule, err)
+                IF NOT EXISTS (SELECT 1 FROM secumon._alert_rule_errors e WHERE e.rule_id = one_rule AND e.error = err) THEN
+                    RAISE WARNING 'secumon alert engine: rule "%" (%) failed: % (SQLSTATE %)',
+                                  (SELECT r.name FROM secumon.alert_rules r WHERE r.id = one_rule), one_rule, err, err_state
+                        USING HINT = 'It is evaluated again over the same samples every cycle until it succeeds; '
+                                     'secumon.alert_rule_status shows the error meanwhile.';
+                END IF;
+                INSERT INTO secumon._alert_rule_errors (rule_id, error, retry_from) VALUES (one_rule, err, since)
                 ON CONFLICT (rule_id) DO UPDATE SET error = EXCLUDED.error, failed_at = now();
             END;
         END LOOP;

@@ -644,5 +644,14 @@ CREATE POLICY secumon_user_tokens ON secumon.refresh_tokens
 USING ((SELECT secumon._rls_open()) OR user_id IN (SELECT u.id FROM secumon.users AS u))
 WITH CHECK ((SELECT secumon._rls_open()));
 
--- The first signing key.
-SELECT secumon.rotate_jwt_secret();
+-- The first signing key, made by the first login (secumon_pg/src/auth/keys.rs) rather than by
+-- CREATE EXTENSION: a restored database then holds exactly the keys of its dump.
+CREATE FUNCTION secumon._create_first_signing_key() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    LOCK TABLE secumon._jwt_keys IN SHARE ROW EXCLUSIVE MODE;  -- one first key, however many logins race
+    IF NOT EXISTS (SELECT 1 FROM secumon._jwt_keys WHERE retired_at IS NULL) THEN
+        INSERT INTO secumon._jwt_keys (kid, secret) SELECT k.kid, k.secret FROM secumon._generate_jwt_key() AS k;
+    END IF;
+END
+$$;

@@ -19,8 +19,13 @@ CREATE TABLE secumon._jobs (
     consecutive_failures integer NOT NULL DEFAULT 0,
     -- When set, runs stay on origin + k * schedule_interval (e.g. daily at 04:00) instead of
     -- drifting by each run's start delay; see secumon.set_retention_hour().
-    schedule_origin   timestamptz
+    schedule_origin   timestamptz,
+    -- Set while the job gives way to a lock another session holds (secumon.maintenance_lock_timeout).
+    waiting_since     timestamptz
 );
+SELECT pg_catalog.pg_extension_config_dump('secumon._jobs', '');
+CREATE TRIGGER jobs_merge_default BEFORE INSERT ON secumon._jobs
+    FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('job_name');
 COMMENT ON TABLE secumon._jobs IS 'Job schedule and run state; read it through secumon.jobs, change it with secumon.alter_job().';
 
 INSERT INTO secumon._jobs (job_name, worker, function_name, description, schedule_interval) VALUES
@@ -30,13 +35,17 @@ INSERT INTO secumon._jobs (job_name, worker, function_name, description, schedul
 CREATE VIEW secumon.jobs AS
 SELECT job_name, description, worker, schedule_interval, enabled,
        last_run, last_duration, last_success, last_result, last_error, last_error_at,
-       next_run, runs, failures, consecutive_failures
+       next_run, runs, failures, consecutive_failures, waiting_since
 FROM secumon._jobs
 ORDER BY job_name;
 COMMENT ON VIEW secumon.jobs IS 'Every scheduled job with its interval, last run, last success, last error and next run.';
 
 -- Runs a job now and records the outcome; never raises for a failure of the job itself, so a
 -- worker can run the next job. A failed job is retried after min(schedule_interval, backoff).
+-- No job waits long for a lock: a job whose DDL would queue behind another session's lock (a
+-- long dashboard query, pg_dump) would make every ingest queue behind it. After
+-- secumon.maintenance_lock_timeout it gives way, says so in secumon.jobs (waiting_since) and
+-- tries again a few seconds later. A failure is logged when it starts or changes, not on every retry.
 CREATE FUNCTION secumon._run_job_recorded(job text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -54,27 +63,42 @@ BEGIN
     -- If a job's DDL (partitions, rollups, compression) and a user's query ever wait for each
     -- other, the job notices first, gives way and is retried: the user's query goes on.
     PERFORM set_config('deadlock_timeout', '100ms', true);
+    PERFORM secumon._bound_lock_wait();
     BEGIN
         EXECUTE format('SELECT %s()', j.function_name::text) INTO result;
         UPDATE secumon._jobs
            SET last_run = started, last_duration = clock_timestamp() - started,
                last_success = clock_timestamp(), last_result = result, last_error = NULL,
-               runs = runs + 1, consecutive_failures = 0,
+               runs = runs + 1, consecutive_failures = 0, waiting_since = NULL,
                next_run = CASE WHEN j.schedule_origin IS NULL
                                THEN greatest(started + schedule_interval, clock_timestamp())
                                ELSE date_bin(schedule_interval, clock_timestamp(), j.schedule_origin) + schedule_interval END
          WHERE job_name = job;
         RETURN 'success: ' || coalesce(result, '');
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION
+    WHEN lock_not_available THEN
+        GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+        result := format('waiting for a lock: %s', err);
+        UPDATE secumon._jobs
+           SET last_run = started, last_duration = clock_timestamp() - started, last_result = result,
+               waiting_since = coalesce(waiting_since, started),
+               next_run = clock_timestamp() + least(schedule_interval, interval '5 seconds')
+         WHERE job_name = job;
+        RETURN result;
+    WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS err = MESSAGE_TEXT, err_state = RETURNED_SQLSTATE;
         UPDATE secumon._jobs
            SET last_run = started, last_duration = clock_timestamp() - started,
                last_error = format('%s (SQLSTATE %s)', err, err_state), last_error_at = clock_timestamp(),
                runs = runs + 1, failures = failures + 1, consecutive_failures = consecutive_failures + 1,
+               waiting_since = NULL,
                next_run = clock_timestamp() + least(schedule_interval,
                               interval '1 second' * (2 ^ least(consecutive_failures + 1, 8)))
          WHERE job_name = job;
-        RAISE WARNING 'secumon job % failed: % (SQLSTATE %)', job, err, err_state;
+        IF j.consecutive_failures = 0 OR j.last_error IS DISTINCT FROM format('%s (SQLSTATE %s)', err, err_state) THEN
+            RAISE WARNING 'secumon job % failed: % (SQLSTATE %)', job, err, err_state
+                USING HINT = 'It is retried with backoff; SELECT * FROM secumon.jobs shows its state. Further failures with the same error are not logged again.';
+        END IF;
         RETURN format('failed: %s (SQLSTATE %s)', err, err_state);
     END;
 END
@@ -111,12 +135,31 @@ END
 $$;
 COMMENT ON FUNCTION secumon.alter_job(text, interval, boolean, timestamptz) IS 'Changes a job''s schedule_interval, enabled flag or next run.';
 
+-- The one database SecuMon's workers serve (as pg_cron's cron.database_name).
+CREATE FUNCTION secumon._workers_database() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN coalesce(nullif(current_setting('secumon.database', true), ''), 'postgres');
+
+DO $served$
+BEGIN
+    IF secumon._workers_database() <> current_database() THEN
+        RAISE WARNING 'no SecuMon worker serves database "%": secumon.database is "%"', current_database(), secumon._workers_database()
+            USING DETAIL = 'Alert evaluation, notifications, partitions, rollups, compression and retention run only in the database named by secumon.database.',
+                  HINT = format('Set secumon.database = %L in postgresql.conf and restart, or create the extension in database %L.',
+                                current_database(), secumon._workers_database());
+    END IF;
+END
+$served$;
+
 CREATE FUNCTION secumon.health() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 SELECT jsonb_build_object(
     'version', (SELECT extversion FROM pg_extension WHERE extname = 'secumon'),
     'database', current_database(),
-    'workers_database', current_setting('secumon.database', true),
+    'workers_database', secumon._workers_database(),
+    'served_by_workers', secumon._workers_database() = current_database(),
+    'warning', CASE WHEN secumon._workers_database() <> current_database() THEN
+                   format('no SecuMon worker serves this database: secumon.database is "%s"', secumon._workers_database()) END,
     'preloaded', coalesce(current_setting('shared_preload_libraries', true), '') ~ '(^|[ ,])secumon($|[ ,])',
     'workers', (SELECT jsonb_agg(jsonb_build_object(
                         'name', w.name,
@@ -125,7 +168,7 @@ SELECT jsonb_build_object(
                         'since', a.backend_start) ORDER BY w.name)
                   FROM (SELECT DISTINCT worker_name AS name
                           FROM unnest(ARRAY['secumon maintenance', 'secumon alert engine', 'secumon notifier']) AS worker_name) w
-                  LEFT JOIN pg_stat_activity a ON a.backend_type = w.name),
+                  LEFT JOIN pg_stat_activity a ON a.backend_type = w.name AND a.datname = current_database()),
     'jobs', jsonb_build_object(
         'total', (SELECT count(*) FROM secumon._jobs),
         'failing', (SELECT coalesce(jsonb_agg(job_name ORDER BY job_name), '[]') FROM secumon._jobs WHERE consecutive_failures > 0),

@@ -91,8 +91,9 @@ INSERT INTO secumon.rollups (rollup_name, source_table, storage_table, bucket_wi
     ('metrics_1hour', 'metrics_5min', 'metric_rollup_1hour', '1 hour', '7 days', NULL),
     ('disk_metrics_1hour', 'disk_metrics', 'disk_rollup_1hour', '1 hour', '7 days', NULL),
     ('network_metrics_1hour', 'network_metrics', 'network_rollup_1hour', '1 hour', '7 days', '15 minutes');
--- Not dumped: its rows come with the extension. After a restore the watermarks start empty and
--- the first refreshes re-materialise the restored history (idempotent, max_runtime per run).
+SELECT pg_catalog.pg_extension_config_dump('secumon.rollups', '');
+CREATE TRIGGER rollups_merge_default BEFORE INSERT ON secumon.rollups
+    FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('rollup_name');
 
 -- Buckets below a watermark to materialise again (late or back-filled rows, or a finer rollup
 -- that changed). Rollups over agent_id tables store the agent's key too.
@@ -107,17 +108,16 @@ SELECT pg_catalog.pg_extension_config_dump('secumon._rollup_invalidations', '');
 
 -- Materialised rollups. One summary per agent and bucket holds every series (see
 -- secumon_codec::summary): a tenth of the rows and a third of the bytes of one row per series.
+-- Their primary keys are on each partition (secumon._partition_indexes).
 CREATE TABLE secumon.metric_rollup_5min (
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
-    summary   bytea NOT NULL,
-    PRIMARY KEY (agent_key, bucket)
+    summary   bytea NOT NULL
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE secumon.metric_rollup_1hour (
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
-    summary   bytea NOT NULL,
-    PRIMARY KEY (agent_key, bucket)
+    summary   bytea NOT NULL
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE secumon.disk_rollup_1hour (
     bucket       timestamptz NOT NULL,
@@ -129,8 +129,7 @@ CREATE TABLE secumon.disk_rollup_1hour (
     usage_max    float8,
     inodes_sum   float8,
     inodes_count integer NOT NULL,
-    samples      integer NOT NULL,
-    PRIMARY KEY (agent_id, mountpoint, device, bucket)
+    samples      integer NOT NULL
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE secumon.network_rollup_1hour (
     bucket       timestamptz NOT NULL,
@@ -144,8 +143,7 @@ CREATE TABLE secumon.network_rollup_1hour (
     errors_out   bigint,
     drops_in     bigint,
     drops_out    bigint,
-    samples      integer NOT NULL,
-    PRIMARY KEY (agent_id, interface, bucket)
+    samples      integer NOT NULL
 ) PARTITION BY RANGE (bucket);
 COMMENT ON TABLE secumon.metric_rollup_5min IS 'Materialised 5-minute rollups (one summary per agent and bucket); read secumon.metrics_5min.';
 COMMENT ON TABLE secumon.metric_rollup_1hour IS 'Materialised hourly rollups; read secumon.metrics_1hour.';
@@ -170,6 +168,7 @@ BEGIN
         IF to_regclass(format('secumon_partitions.%I', part)) IS NULL THEN
             EXECUTE format('CREATE TABLE secumon_partitions.%I PARTITION OF secumon.%I FOR VALUES FROM (%L) TO (%L)',
                            part, storage_table, start, start + width);
+            PERFORM secumon._create_partition_indexes(storage_table, part);
             made := made + 1;
         END IF;
         start := start + width;
@@ -652,7 +651,7 @@ BEGIN
         RAISE EXCEPTION 'cannot compress %: its day has not ended', partition USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Compression applies to past days; see secumon.storage_policies.compress_after.';
     END IF;
-    PERFORM set_config('lock_timeout', '10s', true);
+    PERFORM secumon._bound_lock_wait();
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', partition);
     heap_bytes := pg_total_relation_size(partition);
     EXECUTE format('CREATE TABLE secumon_partitions.%I (
@@ -725,13 +724,15 @@ BEGIN
     EXECUTE format('CREATE TABLE secumon_partitions.%I (LIKE secumon.%I INCLUDING DEFAULTS INCLUDING STORAGE)', tmp, p.table_name);
     EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM %s', tmp, partition);
     GET DIAGNOSTICS n = ROW_COUNT;
-    -- The parent's indexes, built now rather than by ATTACH under the exclusive lock.
+    -- Its indexes, built now rather than under the exclusive lock.
     PERFORM secumon._create_partition_indexes(p.table_name, tmp, p.partition_name);
     -- A matching CHECK constraint spares ATTACH its validation scan.
     EXECUTE format('ALTER TABLE secumon_partitions.%I ADD CONSTRAINT %I CHECK (time >= %L AND time < %L)',
                    tmp, p.partition_name || '_range', p.range_start, p.range_end);
 
-    PERFORM set_config('lock_timeout', '30s', true);
+    -- Waiting long here would queue every other writer behind this lock: give way instead (the
+    -- late report's agent retries it from its spool).
+    PERFORM secumon._bound_lock_wait();
     EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', p.table_name);
     EXECUTE format('DROP FOREIGN TABLE %s', partition);
     EXECUTE format('DROP TABLE secumon_partitions.%I', c.chunk_table);
@@ -744,27 +745,6 @@ BEGIN
 END
 $$;
 
--- Creates on `tbl` (in secumon_partitions) an index matching each index of secumon.<parent>,
--- plus metric_samples' per-partition unique key, named after `partition_name`.
-CREATE FUNCTION secumon._create_partition_indexes(parent text, tbl text, partition_name text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    ix record;
-    def text;
-BEGIN
-    FOR ix IN SELECT i.indexrelid, ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-               WHERE i.indrelid = format('secumon.%I', parent)::regclass LOOP
-        -- "CREATE [UNIQUE] INDEX name ON ONLY secumon.parent USING ..." -> the same on the table.
-        def := regexp_replace(pg_get_indexdef(ix.indexrelid),
-                              '^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ ',
-                              format('CREATE \1INDEX %I ON secumon_partitions.%I ', partition_name || '_' || ix.relname, tbl));
-        EXECUTE def;
-    END LOOP;
-    IF parent = 'metric_samples' THEN
-        EXECUTE format('CREATE UNIQUE INDEX %I ON secumon_partitions.%I (agent_key, time)', partition_name || '_agent_time', tbl);
-    END IF;
-END
-$$;
 COMMENT ON FUNCTION secumon.decompress_partition(regclass) IS 'Turns a compressed day back into an ordinary partition; the compression job compresses it again later.';
 
 -- Called by the write paths before storing a row for a past day.
@@ -865,7 +845,7 @@ BEGIN
             HINT = 'SELECT table_name FROM secumon.storage_policies lists the relations with a retention.';
     END IF;
     physical := secumon._storage_table(relation);
-    PERFORM set_config('lock_timeout', '30s', true);
+    PERFORM secumon._bound_lock_wait();
     FOR p IN SELECT * FROM secumon.partitions pt
               WHERE pt.table_name = physical AND NOT pt.is_default AND pt.range_end <= now() - policy.retention
               ORDER BY pt.range_start LOOP

@@ -1,6 +1,17 @@
 -- Storage: daily partitions, the default-partition drain, the agent write path and the
 -- public secumon.metrics view.
 
+-- Bounds how long the calling transaction waits for any lock (secumon.maintenance_lock_timeout).
+-- Maintenance DDL that queued behind a long reader would make every ingest queue behind it: it
+-- gives way instead (SQLSTATE 55P03) and is tried again later (secumon._run_job_recorded).
+-- No SET clause: that would scope the setting to this function. The body is parsed at CREATE,
+-- so the caller's search_path does not matter.
+CREATE FUNCTION secumon._bound_lock_wait() RETURNS text
+LANGUAGE sql VOLATILE
+RETURN pg_catalog.set_config('lock_timeout',
+                             coalesce(NULLIF(pg_catalog.current_setting('secumon.maintenance_lock_timeout', true), ''), '100ms'),
+                             true);
+
 -- The UTC day a timestamp belongs to. Partitions are UTC days whatever the session TimeZone.
 CREATE FUNCTION secumon._utc_day(ts timestamptz) RETURNS date
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -9,6 +20,54 @@ RETURN (ts AT TIME ZONE 'UTC')::date;
 CREATE FUNCTION secumon._day_start(day date) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN (day::timestamp AT TIME ZONE 'UTC');
+
+-- The indexes of every partition of SecuMon's partitioned tables, one template per index
+-- (%1$I: the index or constraint name, %2$s: the partition). They are created on each
+-- partition, never on the partitioned parent: pg_dump then restores every partition with
+-- exactly the indexes it dumped (an index on the extension-owned parent would be created again
+-- by ATTACH PARTITION and collide with the dumped one), and a compressed day, which is a
+-- foreign table, needs none. Every lookup still uses them: the planner reads each partition's
+-- own indexes.
+CREATE FUNCTION secumon._partition_indexes(parent text) RETURNS TABLE (suffix text, ddl text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT d.suffix, d.ddl FROM (VALUES
+    -- One report per (agent, time): the idempotency key of secumon.ingest().
+    ('metric_samples', 'agent_time', 'CREATE UNIQUE INDEX %1$I ON %2$s (agent_key, time)'),
+    -- The alert engine reads what arrived since its last cycle by ingest time, whatever the
+    -- samples' own timestamps: a few BRIN pages per partition.
+    ('metric_samples', 'ingested_at', 'CREATE INDEX %1$I ON %2$s USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on)'),
+    -- Rollup refreshes read time ranges across all agents.
+    ('metric_samples', 'time', 'CREATE INDEX %1$I ON %2$s USING brin (time) WITH (pages_per_range = 16)'),
+    ('disk_metrics', 'agent_mount_time', 'CREATE INDEX %1$I ON %2$s (agent_id, mountpoint, time)'),
+    ('disk_metrics', 'ingested_at', 'CREATE INDEX %1$I ON %2$s USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on)'),
+    ('disk_metrics', 'time', 'CREATE INDEX %1$I ON %2$s USING brin (time) WITH (pages_per_range = 16)'),
+    ('network_metrics', 'agent_iface_time', 'CREATE INDEX %1$I ON %2$s (agent_id, interface, time)'),
+    ('network_metrics', 'ingested_at', 'CREATE INDEX %1$I ON %2$s USING brin (ingested_at) WITH (pages_per_range = 32, autosummarize = on)'),
+    ('network_metrics', 'time', 'CREATE INDEX %1$I ON %2$s USING brin (time) WITH (pages_per_range = 16)'),
+    ('process_metrics', 'agent_time', 'CREATE INDEX %1$I ON %2$s (agent_id, time)'),
+    ('metric_rollup_5min', 'pkey', 'ALTER TABLE %2$s ADD CONSTRAINT %1$I PRIMARY KEY (agent_key, bucket)'),
+    ('metric_rollup_1hour', 'pkey', 'ALTER TABLE %2$s ADD CONSTRAINT %1$I PRIMARY KEY (agent_key, bucket)'),
+    ('disk_rollup_1hour', 'pkey', 'ALTER TABLE %2$s ADD CONSTRAINT %1$I PRIMARY KEY (agent_id, mountpoint, device, bucket)'),
+    ('network_rollup_1hour', 'pkey', 'ALTER TABLE %2$s ADD CONSTRAINT %1$I PRIMARY KEY (agent_id, interface, bucket)')
+) AS d (parent, suffix, ddl)
+WHERE d.parent = _partition_indexes.parent
+$$;
+
+-- Creates the indexes of secumon.<parent>'s partitions on secumon_partitions.<tbl>, named after
+-- `partition_name` (a table built under another name and renamed later keeps fitting names).
+CREATE FUNCTION secumon._create_partition_indexes(parent text, tbl text, partition_name text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ix record;
+BEGIN
+    FOR ix IN SELECT * FROM secumon._partition_indexes(parent) LOOP
+        EXECUTE format(ix.ddl, coalesce(partition_name, tbl) || '_' || ix.suffix, format('secumon_partitions.%I', tbl));
+    END LOOP;
+END
+$$;
+
+SELECT secumon._create_partition_indexes(t, t || '_default')
+  FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t;
 
 -- Creates the daily partition of secumon.<table_name> holding `day`, unless it exists.
 -- Callers hold the default partition's lock (see _partition_upkeep), so no row for that day can
@@ -23,10 +82,7 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TABLE secumon_partitions.%I PARTITION OF secumon.%I FOR VALUES FROM (%L) TO (%L)',
                    part, table_name, secumon._day_start(day), secumon._day_start(day + 1));
-    IF table_name = 'metric_samples' THEN
-        -- The idempotency key of secumon.ingest(); per partition, see sql/schema.sql.
-        EXECUTE format('CREATE UNIQUE INDEX %I ON secumon_partitions.%I (agent_key, time)', part || '_agent_time', part);
-    END IF;
+    PERFORM secumon._create_partition_indexes(table_name, part);
     RETURN 1;
 END
 $$;
@@ -60,6 +116,7 @@ BEGIN
     -- Creating a partition locks the parent anyway; taking that lock first (it covers the
     -- default partition too) keeps lock order fixed, so concurrent writers wait instead of
     -- deadlocking. This path runs only when a partition is missing or the default has rows.
+    PERFORM secumon._bound_lock_wait();
     EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', table_name);
     EXECUTE format('CREATE TEMP TABLE _secumon_moved (LIKE secumon.%I) ON COMMIT DROP', table_name);
     EXECUTE format('WITH gone AS (DELETE FROM %s RETURNING *) INSERT INTO _secumon_moved SELECT * FROM gone',

@@ -4,6 +4,8 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 /// Database whose `secumon` extension the background workers serve.
+/// Read by SQL (secumon._bound_lock_wait); registered here so that it is documented and checked.
+pub static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 /// How often the maintenance worker looks for due jobs (seconds).
@@ -41,6 +43,16 @@ pub fn register() {
         3600,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.maintenance_lock_timeout",
+        c"Longest wait of a maintenance job for a lock another session holds.",
+        c"A job that would wait longer gives way (secumon.jobs.waiting_since) and is tried again a few seconds later, so it never queues ingestion behind a long reader.",
+        &MAINTENANCE_LOCK_TIMEOUT,
+        1,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     register_auth();
 }

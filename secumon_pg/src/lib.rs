@@ -53,6 +53,7 @@ pub extern "C-unwind" fn _PG_init() {
     // Workers can only be registered while the library is preloaded by the postmaster.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_all();
+        worker::init_shared_memory();
         auth::init_shared_memory();
         notify::init_shared_memory();
     }

@@ -141,12 +141,28 @@ pub fn signing_key() -> (String, Vec<u8>) {
     if let Some(key) = guc_key() {
         return key;
     }
-    let current = with_ring(|ring| {
-        ring.keys
-            .iter()
-            .find(|k| k.retired_at.is_none())
-            .map(|k| (k.kid.clone(), k.secret.clone()))
-    });
+    let current_key = || {
+        with_ring(|ring| {
+            ring.keys
+                .iter()
+                .find(|k| k.retired_at.is_none())
+                .map(|k| (k.kid.clone(), k.secret.clone()))
+        })
+    };
+    let mut current = current_key();
+    if current.is_none() {
+        // The first key is made when the first token is signed, not by CREATE EXTENSION, so a
+        // restored database holds exactly the keys of its dump.
+        let created = cache::as_extension_owner(|| Spi::run("SELECT secumon._create_first_signing_key()"));
+        if let Err(e) = created {
+            errors::raise(pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("could not create the first signing key: {e}"),
+                "secumon.login",
+            ));
+        }
+        current = current_key();
+    }
     match current {
         Some(key) => key,
         None => errors::raise(

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB};
 use secumon_notify_core::{self as notify_core, Outcome, RetryPolicy, Step};
@@ -54,6 +54,9 @@ struct Claimed {
     payload: Value,
     attempts: i32,
     age_seconds: f64,
+    /// Why the row's settings or payload could not be read (e.g. JSON nested too deep); such a
+    /// notification fails alone instead of the claim.
+    problem: Option<String>,
 }
 
 /// One delivery for a sender thread.
@@ -106,16 +109,14 @@ pub struct Dispatcher {
     lanes: HashMap<i32, Lane>,
 }
 
-/// Entry point body of the "secumon notifier" worker.
+/// Entry point body of the "secumon notifier" worker, once connected (worker::start_worker).
 pub fn run() {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(&crate::gucs::database()), None);
     let my_pid = unsafe { pg_sys::MyProcPid };
     super::set_notifier_pid(my_pid);
 
     let mut dispatcher = Dispatcher::new();
     let mut ready = false;
-    let mut waiting_logged = false;
+    let mut readiness = worker::Readiness::default();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -125,18 +126,11 @@ pub fn run() {
         let timeout = if ready {
             dispatcher.cycle();
             dispatcher.next_wait()
-        } else if worker::extension_installed() {
+        } else if readiness.check() {
             ready = true;
             dispatcher.start();
             continue;
         } else {
-            if !waiting_logged {
-                log!(
-                    "secumon notifier: waiting for CREATE EXTENSION secumon in database \"{}\"",
-                    crate::gucs::database()
-                );
-                waiting_logged = true;
-            }
             Duration::from_secs(1)
         };
         match wait_latch(timeout) {
@@ -305,27 +299,38 @@ impl Dispatcher {
         let claimed = worker::guarded(|| {
             let result = Spi::connect_mut(|client| {
                 let table = client.update(
-                    "SELECT notification_id, idempotency_key::text, channel_id, channel_name, channel_type, settings, \
-                            event_id, event, event_at, payload, attempts, age_seconds \
+                    "SELECT notification_id, idempotency_key::text, channel_id, channel_name, channel_type, settings::text, \
+                            event_id, event, event_at, payload::text, attempts, age_seconds \
                        FROM secumon._notification_claim($1, $2::interval, $3, $4, $5)",
                     None,
                     &[(capacity as i32).into(), LEASE.into(), per_channel.into(), busy_ids.into(), busy_counts.into()],
                 )?;
                 let mut rows = Vec::new();
                 for row in table {
+                    let mut problem = None;
+                    let mut json = |column: usize, what: &str| -> Result<Value, pgrx::spi::Error> {
+                        let text = row.get::<String>(column)?.unwrap_or_default();
+                        Ok(serde_json::from_str(&text).unwrap_or_else(|e| {
+                            problem = Some(format!("its {what} cannot be read: {e}"));
+                            Value::Null
+                        }))
+                    };
+                    let settings = json(6, "channel settings")?;
+                    let payload = json(10, "alert payload")?;
                     rows.push(Claimed {
                         id: row.get::<i64>(1)?.unwrap_or_default(),
                         key: row.get::<String>(2)?.unwrap_or_default(),
                         channel_id: row.get::<i32>(3)?.unwrap_or_default(),
                         channel_name: row.get::<String>(4)?.unwrap_or_default(),
                         channel_type: row.get::<String>(5)?.unwrap_or_default(),
-                        settings: row.get::<JsonB>(6)?.map(|j| j.0).unwrap_or(Value::Null),
+                        settings,
                         event_id: row.get::<i64>(7)?.unwrap_or_default(),
                         event: row.get::<String>(8)?.unwrap_or_default(),
                         event_at: row.get::<String>(9)?.unwrap_or_default(),
-                        payload: row.get::<JsonB>(10)?.map(|j| j.0).unwrap_or(Value::Null),
+                        payload,
                         attempts: row.get::<i32>(11)?.unwrap_or(1),
                         age_seconds: row.get::<f64>(12)?.unwrap_or(0.0),
+                        problem,
                     });
                 }
                 // Only needed to decide how long to sleep when nothing is in flight.
@@ -377,7 +382,7 @@ impl Dispatcher {
                     Err(_) => return,
                 };
                 let Ok(job) = job else { return };
-                let report = notify_core::deliver(&job.channel, &job.notification, &job.options, &job.http);
+                let report = deliver_caught(&job);
                 let _ = tx.send(Finished { finished_at: Instant::now(), report, ..job.template });
             });
             match spawned {
@@ -407,11 +412,16 @@ impl Dispatcher {
             finished_at: Instant::now(),
             report,
         };
-        let channel = match notify_core::Channel::parse(&row.channel_name, &row.channel_type, &row.settings) {
+        let parsed = match &row.problem {
+            Some(problem) => Err(problem.clone()),
+            None => notify_core::Channel::parse(&row.channel_name, &row.channel_type, &row.settings)
+                .map_err(|problem| format!("invalid channel settings: {problem}")),
+        };
+        let channel = match parsed {
             Ok(channel) => channel,
-            Err(problem) => {
+            Err(reason) => {
                 let report = notify_core::Report {
-                    outcome: Outcome::Permanent { reason: format!("invalid channel settings: {problem}") },
+                    outcome: Outcome::Permanent { reason },
                     status: None,
                     response: String::new(),
                     error: None,
@@ -530,6 +540,29 @@ impl Dispatcher {
             self.record(done);
         }
     }
+}
+
+/// Delivers one notification; a panic in the delivery code fails this one attempt (retried as
+/// any failed attempt is) instead of silently ending the sender thread and stranding the row.
+fn deliver_caught(job: &Job) -> notify_core::Report {
+    let started = Instant::now();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        notify_core::deliver(&job.channel, &job.notification, &job.options, &job.http)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        notify_core::Report {
+            outcome: Outcome::Retryable { reason: format!("delivery failed unexpectedly: {what}"), retry_after: None },
+            status: None,
+            response: String::new(),
+            error: Some(format!("delivery failed unexpectedly: {what}")),
+            latency: started.elapsed(),
+        }
+    })
 }
 
 fn placeholder_report() -> notify_core::Report {
