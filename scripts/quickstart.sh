@@ -321,7 +321,6 @@ show_alerts() {
            FROM secumon.alert_events ORDER BY id DESC LIMIT 5"
 }
 
-install_extension() { (cd "$REPO/secumon_pg" && cargo pgrx install "$@"); }
 
 cmd_start() {
     mkdir -p "$STATE"
@@ -334,10 +333,8 @@ cmd_start() {
         [[ -x $AGENT_BIN ]] || die "$AGENT_BIN is missing; run without SECUMON_SKIP_BUILD"
     else
         : >"$BUILD_LOG"
-        local install_args=(--release --pg-config "$PG_CONFIG")
-        [[ $EUID -eq 0 ]] || install_args+=(--sudo)
         build_step "building and installing the extension (release; log: $BUILD_LOG)" \
-            install_extension "${install_args[@]}"
+            "$REPO/scripts/install-extension.sh" --release "$PG_CONFIG"
         build_step "building secumon-agent (release)" \
             cargo build --release -p secumon-agent --manifest-path "$REPO/Cargo.toml"
     fi

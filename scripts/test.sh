@@ -44,9 +44,6 @@ skip() {
     results+=("SKIPPED $what ($reason)")
 }
 
-pgrx_install_args=(--pg-config "$PG_CONFIG")
-[[ $EUID -eq 0 ]] || pgrx_install_args+=(--sudo)
-
 run_pg_tests() {
     # cargo pgrx test runs its cluster as postgres (PostgreSQL refuses root); the data dir must
     # be writable by that user, and every parent traversable.
@@ -60,13 +57,13 @@ run_pg_tests() {
 }
 
 install_extension() {
-    (cd secumon_pg && cargo pgrx install "${pgrx_install_args[@]}")
+    "$REPO/scripts/install-extension.sh" "$PG_CONFIG"
 }
 
 step unit "unit tests (workspace without secumon, secumon-e2e)" \
     cargo test --workspace --exclude secumon --exclude secumon-e2e --no-fail-fast
 step pgtest "extension #[pg_test]s (cargo pgrx test pg15)" run_pg_tests
-step install "install the extension for the e2e suite (cargo pgrx install, debug)" install_extension
+step install "install the extension for the e2e suite (scripts/install-extension.sh, debug)" install_extension
 step agent "build secumon-agent (debug)" cargo build -p secumon-agent
 if [[ ${status[install]} == ok && ${status[agent]} == ok ]]; then
     step e2e "end-to-end tests (secumon-e2e)" cargo test -p secumon-e2e --no-fail-fast -- --test-threads=2
