@@ -6,6 +6,7 @@ mod auth_tests;
 mod storage_tests;
 mod lifecycle_tests;
 mod query_tests;
+mod restore_tests;
 
 use pgrx::prelude::*;
 
