@@ -58,6 +58,27 @@ pub fn http_agent(options: &DeliveryOptions) -> ureq::Agent {
         .into()
 }
 
+/// Runs one delivery attempt `attempt`; a panic in it becomes a failed, retryable attempt
+/// instead of ending the calling (sender) thread and stranding the notification it held.
+pub fn attempt_catching_panics(attempt: impl FnOnce() -> Report) -> Report {
+    let started = Instant::now();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let reason = format!("delivery failed unexpectedly: {what}");
+        Report {
+            outcome: Outcome::Retryable { reason: reason.clone(), retry_after: None },
+            status: None,
+            response: String::new(),
+            error: Some(reason),
+            latency: started.elapsed(),
+        }
+    })
+}
+
 /// Sends `n` over `channel`. `http` is the shared agent from [`http_agent`].
 pub fn deliver(channel: &Channel, n: &Notification, options: &DeliveryOptions, http: &ureq::Agent) -> Report {
     let started = Instant::now();
@@ -219,6 +240,31 @@ fn smtp_transport(s: &EmailSettings, timeout: Duration) -> Result<SmtpTransport,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_panicking_attempt_is_a_retryable_failure() {
+        let report = attempt_catching_panics(|| panic!("boom at byte 7"));
+        assert_eq!(
+            report.outcome,
+            Outcome::Retryable { reason: "delivery failed unexpectedly: boom at byte 7".into(), retry_after: None }
+        );
+        assert_eq!(report.error.as_deref(), Some("delivery failed unexpectedly: boom at byte 7"));
+        let formatted = attempt_catching_panics(|| panic!("{} of {}", 3, 4));
+        assert_eq!(formatted.error.as_deref(), Some("delivery failed unexpectedly: 3 of 4"));
+    }
+
+    #[test]
+    fn an_attempt_that_returns_is_passed_through() {
+        let report = attempt_catching_panics(|| Report {
+            outcome: Outcome::Delivered,
+            status: Some(200),
+            response: "ok".into(),
+            error: None,
+            latency: Duration::ZERO,
+        });
+        assert_eq!(report.outcome, Outcome::Delivered);
+        assert_eq!(report.status, Some(200));
+    }
+
     use super::*;
     use serde_json::json;
     use std::io::{BufRead, BufReader, Write};

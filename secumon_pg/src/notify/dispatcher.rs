@@ -382,7 +382,9 @@ impl Dispatcher {
                     Err(_) => return,
                 };
                 let Ok(job) = job else { return };
-                let report = deliver_caught(&job);
+                let report = notify_core::attempt_catching_panics(|| {
+                    notify_core::deliver(&job.channel, &job.notification, &job.options, &job.http)
+                });
                 let _ = tx.send(Finished { finished_at: Instant::now(), report, ..job.template });
             });
             match spawned {
@@ -540,29 +542,6 @@ impl Dispatcher {
             self.record(done);
         }
     }
-}
-
-/// Delivers one notification; a panic in the delivery code fails this one attempt (retried as
-/// any failed attempt is) instead of silently ending the sender thread and stranding the row.
-fn deliver_caught(job: &Job) -> notify_core::Report {
-    let started = Instant::now();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        notify_core::deliver(&job.channel, &job.notification, &job.options, &job.http)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
-        notify_core::Report {
-            outcome: Outcome::Retryable { reason: format!("delivery failed unexpectedly: {what}"), retry_after: None },
-            status: None,
-            response: String::new(),
-            error: Some(format!("delivery failed unexpectedly: {what}")),
-            latency: started.elapsed(),
-        }
-    })
 }
 
 fn placeholder_report() -> notify_core::Report {
