@@ -442,6 +442,23 @@ impl Cluster {
         self.running = true;
     }
 
+    /// Runs a PostgreSQL client program from [`pg_bindir`] (`pg_dump`, `pg_restore`, `psql`,
+    /// `createdb`, …) as the `postgres` OS user, connected to this cluster through its Unix
+    /// socket as superuser `postgres` (`PGHOST`, `PGPORT`, `PGUSER` are set; `args` may override
+    /// them). Returns its output whatever the exit status.
+    pub fn run_client_program(&self, program: &str, args: &[&str]) -> Output {
+        sys::as_postgres(&pg_bindir().join(program))
+            .current_dir(&self.dir)
+            .env("PGHOST", &self.dir)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env_remove("PGDATABASE")
+            .env_remove("PGPASSWORD")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("expected to run {program}: {e}"))
+    }
+
     /// Contents of the server log so far.
     pub fn log(&self) -> String {
         sys::read_lossy(&self.log_path)
@@ -450,6 +467,32 @@ impl Cluster {
     /// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
     pub fn wait_until(&self, timeout: Duration, condition: impl FnMut() -> bool) -> bool {
         crate::wait_until(timeout, condition)
+    }
+
+    /// Waits until agent `agent_id`'s reports form a series with no gap over `max_gap_s`
+    /// seconds and a newest report younger than `max_age_s`: an agent caught up after an
+    /// outage. Returns whether it did, and the last (max gap s, newest age s, reports) seen.
+    pub fn wait_for_gapless_series(
+        &self,
+        agent_id: &str,
+        max_gap_s: f64,
+        max_age_s: f64,
+        timeout: Duration,
+    ) -> (bool, Rows) {
+        let shape_sql = format!(
+            "WITH t AS (SELECT DISTINCT time FROM secumon.metrics WHERE agent_id = '{agent_id}'),
+                  g AS (SELECT time, extract(epoch FROM time - lag(time) OVER (ORDER BY time)) AS gap FROM t)
+             SELECT coalesce(max(gap), 0)::float8, extract(epoch FROM now() - max(time))::float8, count(*) FROM g"
+        );
+        let mut shape = Rows::new();
+        let caught_up = crate::wait_until(timeout, || {
+            shape = self.psql(&shape_sql);
+            let number = |column: usize| -> f64 {
+                shape[0][column].as_deref().and_then(|v| v.parse().ok()).unwrap_or(f64::INFINITY)
+            };
+            number(0) <= max_gap_s && number(1) < max_age_s
+        });
+        (caught_up, shape)
     }
 
     /// Waits until the scheduled job `name` succeeded in a run that started after this call

@@ -23,6 +23,7 @@
 
 mod agent;
 mod cluster;
+mod fixtures;
 pub mod receivers;
 mod report;
 pub mod sys;
@@ -34,6 +35,13 @@ use std::time::{Duration, Instant};
 pub use agent::{agent_binary, toml_string, Agent, AgentConfig, AgentProcess, RUN_TIMEOUT};
 pub use cluster::{
     free_port, pg_bindir, pg_config, Cluster, ClusterBuilder, Role, Rows, TEST_DATABASE,
+};
+pub use fixtures::{
+    history_sql,
+    all_table_rows, differing_tables, fingerprint, fingerprint_diff, fingerprint_of_columns,
+    ingest_series, populate, psql_on, psql_one_on, rows_diff, run_job, sql_rows, table_columns,
+    table_rows, unified_diff, Columns, Fingerprint, Fixture, BREACH_VALUE, COMPRESSED_DAYS_AGO,
+    CUSTOM_RULE, DELETED_RULE, EDITED_RULE, EDITED_THRESHOLD, USERNAME, WEBHOOK_CHANNEL,
 };
 pub use postgres;
 pub use report::{register_agent, Report};

@@ -16,11 +16,6 @@ fn report_count(cluster: &Cluster) -> i64 {
         .unwrap()
 }
 
-/// Largest gap in seconds between consecutive report times, and the newest report's age.
-const SERIES_SHAPE: &str = "
-    WITH t AS (SELECT DISTINCT time FROM secumon.metrics WHERE agent_id = 'outage-host'),
-         g AS (SELECT time, extract(epoch FROM time - lag(time) OVER (ORDER BY time)) AS gap FROM t)
-    SELECT coalesce(max(gap), 0)::float8, extract(epoch FROM now() - max(time))::float8, count(*) FROM g";
 
 #[test]
 fn outage_loses_nothing_and_duplicates_nothing() {
@@ -45,13 +40,7 @@ fn outage_loses_nothing_and_duplicates_nothing() {
     cluster.start_again();
 
     // Caught up: the newest report is fresh and no gap remains anywhere in the series.
-    let mut shape = Vec::new();
-    let caught_up = wait_until(Duration::from_secs(90), || {
-        shape = cluster.psql(SERIES_SHAPE);
-        let max_gap: f64 = shape[0][0].as_deref().unwrap_or("1e9").parse().unwrap();
-        let age: f64 = shape[0][1].as_deref().unwrap_or("1e9").parse().unwrap();
-        max_gap <= 2.5 && age < 3.0
-    });
+    let (caught_up, shape) = cluster.wait_for_gapless_series(AGENT, 2.5, 3.0, Duration::from_secs(90));
     daemon.stop();
     assert!(
         caught_up,

@@ -209,11 +209,6 @@ fn sighup_switches_to_a_new_database_role_and_interval() {
     );
 }
 
-/// Largest gap in seconds between consecutive report times, the newest report's age, count.
-const SERIES_SHAPE: &str = "
-    WITH t AS (SELECT DISTINCT time FROM secumon.metrics WHERE agent_id = 'reload-outage'),
-         g AS (SELECT time, extract(epoch FROM time - lag(time) OVER (ORDER BY time)) AS gap FROM t)
-    SELECT coalesce(max(gap), 0)::float8, extract(epoch FROM now() - max(time))::float8, count(*) FROM g";
 
 #[test]
 fn sighup_during_an_outage_loses_no_spooled_report() {
@@ -249,13 +244,7 @@ fn sighup_during_an_outage_loses_no_spooled_report() {
     );
     cluster.start_again();
 
-    let mut shape = Vec::new();
-    let caught_up = wait_until(Duration::from_secs(90), || {
-        shape = cluster.psql(SERIES_SHAPE);
-        let max_gap: f64 = shape[0][0].as_deref().unwrap_or("1e9").parse().unwrap();
-        let age: f64 = shape[0][1].as_deref().unwrap_or("1e9").parse().unwrap();
-        max_gap <= 2.5 && age < 3.0
-    });
+    let (caught_up, shape) = cluster.wait_for_gapless_series(AGENT, 2.5, 3.0, Duration::from_secs(90));
     assert!(
         caught_up,
         "expected every report spooled during the outage to arrive after the reload: \
