@@ -2,7 +2,8 @@
 # Builds the extension and installs it into the PostgreSQL that pg_config names, replacing each
 # file by rename: a server running the previous secumon.so keeps its mapped copy instead of
 # crashing (copying over a mapped library in place makes its processes die with SIGBUS).
-# Also installs the install scripts of released versions kept in secumon_pg/sql/, so that
+# Writes the update scripts from every earlier release (scripts/make-update-scripts.py) and
+# also installs the install scripts of released versions kept in secumon_pg/sql/, so that
 # `CREATE EXTENSION secumon VERSION '0.1.0'` works, as the upgrade test needs.
 #   usage: scripts/install-extension.sh [--release] [pg_config]
 set -euo pipefail
@@ -18,6 +19,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 (cd "$REPO/secumon_pg" && cargo pgrx package "${profile[@]}" --pg-config "$PG_CONFIG" --out-dir "$stage" >/dev/null)
+version=$(sed -n "s/^default_version = '\(.*\)'$/\1/p" "$stage$("$PG_CONFIG" --sharedir)/extension/secumon.control")
+python3 "$REPO/scripts/make-update-scripts.py" "$stage$("$PG_CONFIG" --sharedir)/extension/secumon--$version.sql" "$REPO/sql/updates"
 
 as_root() {
     if [[ $EUID -eq 0 ]]; then "$@"; else sudo -n "$@"; fi

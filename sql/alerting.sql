@@ -97,17 +97,19 @@ CREATE TABLE secumon.alert_rules (
     enabled            boolean NOT NULL DEFAULT true,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (tenant_id, name)
+    UNIQUE (tenant_id, name),
+    default_key        text UNIQUE
 );
 COMMENT ON TABLE secumon.alert_rules IS 'Alert rules. kind threshold: metric condition threshold held for duration; kind no_data: agent silent for no_data_after.';
 COMMENT ON COLUMN secumon.alert_rules.agent_id IS 'NULL: every agent of the tenant (optionally narrowed by agent_labels).';
 COMMENT ON COLUMN secumon.alert_rules.series_key IS 'NULL: every filesystem / interface; else only this mountpoint or interface.';
 COMMENT ON COLUMN secumon.alert_rules.recovery_threshold IS 'Hysteresis: a firing alert resolves only once the value is back beyond this threshold.';
+COMMENT ON COLUMN secumon.alert_rules.default_key IS 'Set on the default rules CREATE EXTENSION makes (e.g. high_cpu_usage); a restored dump merges into them by it.';
 COMMENT ON COLUMN secumon.alert_rules.repeat_interval IS 'Re-notify a still-firing, unacknowledged alert this often (NULL: never).';
 
 CREATE TABLE secumon.alerts (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    rule_id          uuid NOT NULL REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
+    rule_id          uuid NOT NULL REFERENCES secumon.alert_rules ON DELETE CASCADE,
     tenant_id        text NOT NULL,
     agent_id         text NOT NULL,
     series_key       text NOT NULL DEFAULT '',
@@ -158,7 +160,7 @@ CREATE TABLE secumon.silences (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id    text NOT NULL DEFAULT 'default' REFERENCES secumon.tenants ON UPDATE CASCADE,
     agent_id     text,
-    rule_id      uuid REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
+    rule_id      uuid REFERENCES secumon.alert_rules ON DELETE CASCADE,
     severity     text CHECK (severity IN ('critical', 'warning', 'info')),
     agent_labels jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(agent_labels) = 'object'),
     starts_at    timestamptz NOT NULL DEFAULT now(),
@@ -184,7 +186,7 @@ CREATE TRIGGER alert_engine_state_merge_default BEFORE INSERT ON secumon._alert_
     FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('singleton');
 
 CREATE TABLE secumon._alert_rule_errors (
-    rule_id    uuid PRIMARY KEY REFERENCES secumon.alert_rules ON DELETE CASCADE ON UPDATE CASCADE,
+    rule_id    uuid PRIMARY KEY REFERENCES secumon.alert_rules ON DELETE CASCADE,
     error      text NOT NULL,
     failed_at  timestamptz NOT NULL DEFAULT now(),
     -- The engine watermark of the first failed cycle: the rule is evaluated again over every
@@ -299,7 +301,9 @@ BEGIN
         NEW.metric_name := NULL;
     END IF;
     IF TG_OP = 'UPDATE' THEN
-        NEW.updated_at := now();
+        IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN  -- a restore brings its own
+            NEW.updated_at := now();
+        END IF;
         DELETE FROM secumon._alert_rule_errors WHERE rule_id = NEW.id;  -- an edited rule gets a fresh chance
     END IF;
     RETURN NEW;
@@ -327,21 +331,17 @@ $$;
 CREATE TRIGGER silences_validate BEFORE INSERT OR UPDATE ON secumon.silences
 FOR EACH ROW EXECUTE FUNCTION secumon._silences_validate();
 
--- Default rules of the seed. Their ids are fixed (a reserved range), so that every installation,
--- and a restore of its dump, knows them by the same id.
-CREATE FUNCTION secumon._is_default_rule(id uuid) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN id BETWEEN '00000000-5ec0-4000-8000-000000000000' AND '00000000-5ec0-4000-8000-0000ffffffff';
-
-INSERT INTO secumon.alert_rules (id, name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
-    ('00000000-5ec0-4000-8000-000000000001', 'High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
-    ('00000000-5ec0-4000-8000-000000000002', 'High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
-    ('00000000-5ec0-4000-8000-000000000003', 'High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
-    ('00000000-5ec0-4000-8000-000000000004', 'High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
+-- Default rules of the seed, known by default_key: a restore merges the dumped rule (its id,
+-- its edits) into the one CREATE EXTENSION made, and removes it again if it had been deleted.
+INSERT INTO secumon.alert_rules (default_key, name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
+    ('high_cpu_usage', 'High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
+    ('high_memory_usage', 'High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
+    ('high_disk_usage', 'High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
+    ('high_load_average', 'High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
 CREATE TRIGGER alert_rules_merge_default BEFORE INSERT ON secumon.alert_rules
-    FOR EACH ROW WHEN (secumon._is_default_rule(NEW.id)) EXECUTE FUNCTION secumon._merge_default_row('id');
+    FOR EACH ROW WHEN (NEW.default_key IS NOT NULL) EXECUTE FUNCTION secumon._merge_default_row('default_key');
 CREATE TRIGGER alert_rules_remember_removed_default AFTER DELETE ON secumon.alert_rules
-    FOR EACH ROW WHEN (secumon._is_default_rule(OLD.id)) EXECUTE FUNCTION secumon._remember_removed_default('id');
+    FOR EACH ROW WHEN (OLD.default_key IS NOT NULL) EXECUTE FUNCTION secumon._remember_removed_default('default_key');
 
 -- ---------------------------------------------------------------------------------------------
 -- Samples as the engine sees them

@@ -51,7 +51,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'docs/notifications.md lists the settings of each channel type.';
     END IF;
-    NEW.updated_at := now();
+    IF TG_OP = 'UPDATE' AND NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN  -- a restore brings its own
+        NEW.updated_at := now();
+    END IF;
     RETURN NEW;
 END
 $$;

@@ -46,38 +46,39 @@ mod tests {
                 .as_deref(),
             Some("45 days")
         );
+        // A dumped default rule keeps its own id and edits.
         Spi::run(
-            "INSERT INTO secumon.alert_rules (id, name, metric_type, metric_name, condition, threshold, duration, severity)
-             VALUES ('00000000-5ec0-4000-8000-000000000001', 'High CPU Usage', 'cpu', 'usage_percent', 'gt', 97, '5 minutes', 'critical')",
+            "INSERT INTO secumon.alert_rules (id, default_key, name, metric_type, metric_name, condition, threshold, duration, severity)
+             VALUES ('6b1f3d7e-0000-4000-8000-000000000001', 'high_cpu_usage', 'High CPU Usage', 'cpu', 'usage_percent', 'gt', 97, '5 minutes', 'critical')",
         )
         .expect("a default rule merges");
         assert_eq!(
-            Spi::get_one::<f64>("SELECT threshold FROM secumon.alert_rules WHERE id = '00000000-5ec0-4000-8000-000000000001'")
+            Spi::get_one::<f64>("SELECT threshold FROM secumon.alert_rules WHERE id = '6b1f3d7e-0000-4000-8000-000000000001'")
                 .unwrap(),
             Some(97.0)
         );
+        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE default_key = 'high_cpu_usage'"), 1);
     }
 
     #[pg_test]
-    fn default_rules_have_fixed_ids() {
-        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE secumon._is_default_rule(id)"), 4);
+    fn default_rules_are_known_by_their_default_key() {
+        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE default_key IS NOT NULL"), 4);
     }
 
     #[pg_test]
     fn a_removed_default_rule_is_removed_again_when_its_tombstone_is_restored() {
-        let cpu = "'00000000-5ec0-4000-8000-000000000001'";
-        Spi::run(&format!("DELETE FROM secumon.alert_rules WHERE id = {cpu}")).expect("delete");
+        Spi::run("DELETE FROM secumon.alert_rules WHERE default_key = 'high_cpu_usage'").expect("delete");
         assert_eq!(count("SELECT count(*) FROM secumon._removed_defaults"), 1);
         // A restore: CREATE EXTENSION made the rule again, then the dumped tombstone arrives.
         Spi::run("CREATE TEMP TABLE saved AS SELECT * FROM secumon._removed_defaults").expect("save");
         Spi::run("DELETE FROM secumon._removed_defaults").expect("clear");
-        Spi::run(&format!(
-            "INSERT INTO secumon.alert_rules (id, name, metric_type, metric_name, condition, threshold, duration, severity)
-             VALUES ({cpu}, 'High CPU Usage', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical')"
-        ))
+        Spi::run(
+            "INSERT INTO secumon.alert_rules (default_key, name, metric_type, metric_name, condition, threshold, duration, severity)
+             VALUES ('high_cpu_usage', 'High CPU Usage', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical')",
+        )
         .expect("re-created");
         Spi::run("INSERT INTO secumon._removed_defaults SELECT * FROM saved").expect("tombstone restored");
-        assert_eq!(count(&format!("SELECT count(*) FROM secumon.alert_rules WHERE id = {cpu}")), 0);
+        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE default_key = 'high_cpu_usage'"), 0);
     }
 
     #[pg_test]
