@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Makes a fresh Debian 12 machine ready to build and test SecuMon; skips whatever is present.
 #   - Debian packages: PostgreSQL 15 (server, headers, contrib), clang/libclang (pgrx bindgen),
-#     pkg-config, OpenSSL and libpq headers, sudo, python3-aiosmtpd (SMTP receiver in tests)
+#     pkg-config, OpenSSL and libpq headers, sudo, python3-aiosmtpd (SMTP receiver in tests);
+#     for the .deb packages (scripts/build-packages.sh) and their test: dpkg-dev
+#     (dpkg-shlibdeps), binutils (strip), adduser (the agent package depends on it), lintian,
+#     systemd (systemd-analyze verify/security; nothing needs systemd running)
 #   - cargo-pgrx 0.18.1 and `cargo pgrx init --pg15 /usr/bin/pg_config`
 # Safe to re-run; works without a terminal (CI=true, no stdin).
 set -euo pipefail
@@ -10,7 +13,8 @@ export DEBIAN_FRONTEND=noninteractive
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/bin/pg_config
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib-15 libclang-dev clang
-          pkg-config libssl-dev libpq-dev sudo python3-aiosmtpd)
+          pkg-config libssl-dev libpq-dev sudo python3-aiosmtpd
+          dpkg-dev binutils adduser lintian systemd)
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 

@@ -4,10 +4,15 @@
 #   2. the extension's #[pg_test]s (`cargo pgrx test pg15`, its own temporary cluster)
 #   3. installs the extension (debug build) into the system PostgreSQL 15 and builds the agent
 #   4. the end-to-end suite (tests/): real clusters, real agent, loopback only
+#   5. the Debian packages (tests/tests/packages.rs): scripts/build-packages.sh --debug from a
+#      fresh copy of the checkout, lintian, dpkg -i, CREATE EXTENSION from the packaged library,
+#      the packaged agent run as its unit says, systemd-analyze, dpkg -r / -P, reinstall
 # Exits non-zero if anything failed and ends with one summary line.
 #
 # Step 2 installs a test build of the extension into the system PostgreSQL dirs; step 3
-# overwrites it with the normal build the end-to-end suite needs. Keep that order.
+# overwrites it with the normal build the end-to-end suite needs. Keep that order. Step 5
+# changes the system (packages, the `secumon` user), so it runs last; it purges its packages
+# and puts back the extension files of step 3 when it ends.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,6 +75,8 @@ if [[ ${status[install]} == ok && ${status[agent]} == ok ]]; then
 else
     skip e2e "end-to-end tests (secumon-e2e)" "needs the installed extension and the agent binary"
 fi
+step packages "Debian packages: build from a fresh copy (debug), lintian, dpkg -i/-r/-P, reinstall" \
+    cargo test -p secumon-e2e --test packages --no-fail-fast -- --ignored
 
 printf '\n==> summary\n'
 printf '  %s\n' "${results[@]}"

@@ -56,7 +56,8 @@ pub const PSEUDO_FS_TYPES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub agent_id: String,
-    /// libpq connection string or URI; empty = libpq defaults and `PG*` variables.
+    /// libpq connection string or URI; empty = libpq defaults and `PG*` variables (refused at
+    /// start unless one of [`LIBPQ_TARGET_VARIABLES`] is set: see [`require_connection`]).
     pub database: String,
     pub interval: Duration,
     pub spool_dir: PathBuf,
@@ -380,6 +381,44 @@ fn build(
         }
     }
     Ok(cfg)
+}
+
+/// libpq environment variables that name a server, a port, a database, a user or a
+/// service: with one of them set, an empty `database` deliberately means libpq's defaults.
+pub const LIBPQ_TARGET_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSERVICE",
+];
+
+/// Refuses a configuration that names no database connection at all: `database` empty
+/// (in the file and in `SECUMON_DATABASE`) and none of [`LIBPQ_TARGET_VARIABLES`] set.
+/// That is a freshly installed agent nobody configured yet; connecting to libpq's
+/// built-in default (the local socket, as a role named like the OS user) would only
+/// fail over and over. The daemon and `--once` call this before doing anything;
+/// `--dry-run` needs no database and does not. The error is one line naming the file.
+pub fn require_connection(
+    cfg: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if !cfg.database.trim().is_empty()
+        || LIBPQ_TARGET_VARIABLES
+            .iter()
+            .any(|v| env(v).is_some_and(|value| !value.trim().is_empty()))
+    {
+        return Ok(());
+    }
+    let place = match &cfg.source {
+        Some(path) => format!("set database in {}", path.display()),
+        None => format!("set database in {DEFAULT_CONFIG_PATH} (or the file given with --config)"),
+    };
+    Err(ConfigError(format!(
+        "no database connection configured: {place}, e.g. database = \"host=db.example.com dbname=secumon user=agent_web01\", \
+         or SECUMON_DATABASE, or PGHOST/PGSERVICE for libpq's defaults; then start the agent again"
+    )))
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`
@@ -762,6 +801,125 @@ include_loopback = true
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn no_connection_is_a_one_line_configuration_error_naming_the_file() {
+        let mut c = parse("").unwrap();
+        c.source = Some(PathBuf::from("/etc/secumon/agent.toml"));
+        let e = require_connection(&c, &no_env).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "no database connection configured: set database in /etc/secumon/agent.toml"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("SECUMON_DATABASE"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        // An empty string is no connection either, nor is a blank one.
+        let mut c = parse("database = \"  \"").unwrap();
+        c.source = None;
+        let e = require_connection(&c, &no_env).unwrap_err().0;
+        assert!(e.contains(DEFAULT_CONFIG_PATH), "{e}");
+    }
+
+    #[test]
+    fn a_connection_string_or_a_libpq_variable_is_a_connection() {
+        let c = parse("database = \"host=db1 dbname=secumon\"").unwrap();
+        assert_eq!(require_connection(&c, &no_env), Ok(()));
+        let from_env = |k: &str| (k == "SECUMON_DATABASE").then(|| "host=db2".to_string());
+        let c = from_toml_str("", "f.toml", &from_env).unwrap();
+        assert_eq!(require_connection(&c, &from_env), Ok(()));
+        let empty = parse("").unwrap();
+        for variable in LIBPQ_TARGET_VARIABLES {
+            let env = |k: &str| (k == *variable).then(|| "x".to_string());
+            assert_eq!(require_connection(&empty, &env), Ok(()), "{variable}");
+        }
+        // A password alone says nothing about where to connect; blank variables are unset.
+        let env = |k: &str| match k {
+            "PGPASSWORD" => Some("secret".to_string()),
+            "PGHOST" => Some(" ".to_string()),
+            _ => None,
+        };
+        assert!(require_connection(&empty, &env).is_err());
+    }
+
+    /// `#key = value` and `#[table]` lines of agent/agent.example.toml, uncommented.
+    fn example_with_defaults_uncommented() -> String {
+        include_str!("../agent.example.toml")
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The keys serde expects where `text` has an unknown one, from its error message
+    /// ("unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`").
+    fn expected_keys(text: &str) -> Vec<String> {
+        let e = parse(text).unwrap_err().0;
+        let expected = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_example_config_sets_every_key_to_its_default_when_uncommented() {
+        let example = example_with_defaults_uncommented();
+        let c = parse(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+        assert_eq!(
+            c,
+            parse("").unwrap(),
+            "the commented values must be the defaults"
+        );
+        // As shipped (everything commented) it is valid too, and names no connection.
+        let shipped = parse(include_str!("../agent.example.toml")).unwrap();
+        assert!(require_connection(&shipped, &no_env).is_err());
+
+        let set = |table: &str| -> Vec<String> {
+            let mut current = String::new();
+            let mut keys = Vec::new();
+            for line in example.lines() {
+                if let Some(name) = line.strip_prefix('[') {
+                    current = name.trim_end_matches(']').to_string();
+                } else if let Some((key, _)) = line.split_once(" = ") {
+                    if current == table && !line.starts_with('#') {
+                        keys.push(key.to_string());
+                    }
+                }
+            }
+            keys
+        };
+        // agent_id's default is the hostname, which no file can spell: shown as an example.
+        let mut top = set("");
+        top.push("agent_id".into());
+        top.sort();
+        let mut all = expected_keys("zzz = 1");
+        all.retain(|k| !["labels", "disks", "network"].contains(&k.as_str()));
+        all.sort();
+        assert_eq!(top, all, "top-level keys of agent.example.toml");
+        for table in ["disks", "network"] {
+            let mut keys = set(table);
+            keys.sort();
+            let mut all = expected_keys(&format!("[{table}]\nzzz = 1"));
+            all.sort();
+            assert_eq!(keys, all, "keys of [{table}] in agent.example.toml");
+        }
+        assert!(
+            example.contains("\n[labels]"),
+            "[labels] in agent.example.toml"
+        );
     }
 
     #[test]

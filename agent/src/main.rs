@@ -1,6 +1,7 @@
 //! `secumon-agent [--config FILE] [--once] [--dry-run] [--version] [--help]`
 //!
-//! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+//! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error (including no
+//! database connection configured at all, see [`config::require_connection`]).
 //! Signals: SIGINT/SIGTERM stop (after a bounded flush), SIGHUP reloads the configuration
 //! in daemon mode and is ignored in `--once` and `--dry-run`; none of them kills the agent.
 //! Errors are one line on stderr starting with `secumon-agent: error: `.
@@ -34,7 +35,11 @@ Environment (overrides the file):
   SECUMON_AGENT_ID  SECUMON_DATABASE  SECUMON_INTERVAL  SECUMON_SPOOL_DIR
   SECUMON_SPOOL_MAX_BYTES  SECUMON_TOP_PROCESSES  SECUMON_LOG_LEVEL
 The database connection string is libpq's (key=value or postgresql:// URI); PG*
-variables, ~/.pgpass, TLS and SCRAM work as with psql.
+variables, ~/.pgpass, TLS and SCRAM work as with psql. Without a connection (no
+`database`, no SECUMON_DATABASE, no PGHOST/PGSERVICE/...) the agent exits with status 2.
+
+Exit status: 0 stopped or done, 1 cannot go on (e.g. --once and the database
+unreachable), 2 usage or configuration error.
 ";
 
 #[derive(Debug, Default, PartialEq)]
@@ -113,6 +118,11 @@ fn real_main() -> i32 {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
             Err(e) => fail(1, &format!("cannot write to stdout: {e}")),
         };
+    }
+    // A freshly installed agent has no connection yet: say so once and exit 2, which the
+    // systemd unit's RestartPreventExitStatus=2 does not restart (no crash loop).
+    if let Err(e) = config::require_connection(&cfg, &|k| std::env::var(k).ok()) {
+        return fail(2, &e.to_string());
     }
     if args.once {
         return match daemon::run_once(&cfg) {

@@ -51,6 +51,8 @@ pub fn reread(current: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
     // The file it was started with, not a fresh search: a deleted file is an error to
     // report, not a silent switch to the defaults.
     let loaded = config::load(current.source.as_deref(), env)?;
+    // A file that lost its connection is refused as at start-up, not taken as libpq's defaults.
+    config::require_connection(&loaded, env)?;
     Ok(plan(current, loaded))
 }
 
@@ -325,6 +327,9 @@ spool_max_bytes = "64MiB"
             assert!(e.contains(needle), "{text:?} -> {e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+        std::fs::write(&path, "database = \"\"\n").unwrap();
+        let e = reread(&current, &no_env).unwrap_err().0;
+        assert!(e.contains("no database connection configured"), "{e}");
         std::fs::remove_file(&path).unwrap();
         let e = reread(&current, &no_env).unwrap_err().0;
         assert!(e.contains(&path.display().to_string()), "{e}");
