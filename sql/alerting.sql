@@ -325,6 +325,15 @@ BEGIN
     IF NEW.comment IS NULL OR length(btrim(NEW.comment)) = 0 THEN
         PERFORM secumon._rule_error('a silence needs a comment saying why', NULL);
     END IF;
+    -- Foreign keys ignore row-level security. The rule must be of the silence's tenant and one
+    -- the writer may write (its own tenant's); any other, existing or not, is unknown alike.
+    IF NEW.rule_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.rule_id IS DISTINCT FROM OLD.rule_id)
+       AND NOT EXISTS (SELECT 1 FROM secumon.alert_rules r
+                        WHERE r.id = NEW.rule_id AND r.tenant_id = NEW.tenant_id
+                          AND secumon._tenant_writable(r.tenant_id)) THEN
+        PERFORM secumon._rule_error(format('no alert rule with id %s in tenant "%s"', NEW.rule_id, NEW.tenant_id),
+                                    'SELECT id, name FROM secumon.alert_rules lists the rules you may use.');
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -927,25 +936,39 @@ CREATE FUNCTION secumon._acting_user() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 RETURN (SELECT u.username FROM secumon.users u WHERE u.id = secumon.current_user_id());
 
--- SECURITY DEFINER operator functions bypass row-level security, so they check the tenant
--- themselves: an authenticated SecuMon user acts only on its tenant, and only with a role that
--- may write (user or admin, never readonly). Sessions without a SecuMon identity are governed by
--- who was granted EXECUTE (secumon_admin).
-CREATE FUNCTION secumon._check_tenant_write(row_tenant text, what text) RETURNS void
+-- The operator functions below are SECURITY DEFINER, so row-level security does not apply to
+-- them: they apply it themselves, exactly as the tenant policies (sql/auth.sql) do for the
+-- same caller. Operators (superusers, members of secumon_admin) act on every tenant; a session
+-- with a SecuMon identity on its own tenant's rows, with role user or admin (readonly never
+-- writes); a session without identity on nothing while secumon.auth_required is on (default),
+-- on every tenant when it is off.
+--
+-- _check_tenant_write() refuses, before anything is looked up, a caller who may write no row
+-- at all; _tenant_writable() then filters inside the lookup, so that another tenant's row
+-- takes the very path of a missing one and gets the very same error.
+CREATE FUNCTION secumon._check_tenant_write(what text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF secumon.current_tenant() IS NULL THEN
+    IF secumon._caller_is_operator() OR secumon._rls_open() THEN
         RETURN;
     END IF;
-    IF row_tenant IS DISTINCT FROM secumon.current_tenant() THEN
-        RAISE EXCEPTION 'no % with that id', what USING ERRCODE = 'invalid_parameter_value';
+    IF secumon.current_user_id() IS NULL THEN
+        RAISE EXCEPTION 'permission denied to change %: this session has no SecuMon identity', what
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Call secumon.authenticate(token) with a token from secumon.login() first.';
     END IF;
     IF NOT secumon._rls_may_write(false) THEN
-        RAISE EXCEPTION 'role % may not change %s', secumon.current_role(), what
-            USING ERRCODE = 'insufficient_privilege';
+        RAISE EXCEPTION 'permission denied to change %: SecuMon role % only reads', what, secumon.current_role()
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Users with role user or admin may.';
     END IF;
 END
 $$;
+
+-- Whether the caller may write rows of `row_tenant`: the WITH CHECK of the tenant policies.
+CREATE FUNCTION secumon._tenant_writable(row_tenant text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN secumon._caller_is_operator() OR secumon._rls_open()
+       OR coalesce(row_tenant = secumon.current_tenant() AND secumon._rls_may_write(false), false);
 
 CREATE FUNCTION secumon.ack_alert(alert_id uuid, comment text DEFAULT NULL)
 RETURNS secumon.alerts
@@ -956,12 +979,14 @@ BEGIN
     IF alert_id IS NULL THEN
         RAISE EXCEPTION 'alert_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO al FROM secumon.alerts a WHERE a.id = ack_alert.alert_id FOR UPDATE;
+    PERFORM secumon._check_tenant_write('alerts');
+    SELECT * INTO al FROM secumon.alerts a
+     WHERE a.id = ack_alert.alert_id AND secumon._tenant_writable(a.tenant_id)
+       FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no alert with id %', alert_id
             USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT id FROM secumon.active_alerts lists the active alerts.';
     END IF;
-    PERFORM secumon._check_tenant_write(al.tenant_id, 'alert');
     IF al.state = 'resolved' THEN
         RAISE EXCEPTION 'alert % is already resolved', alert_id USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -976,23 +1001,31 @@ END
 $$;
 COMMENT ON FUNCTION secumon.ack_alert(uuid, text) IS 'Acknowledges an active alert: records who and why, and stops repeat notifications.';
 
-
+-- tenant_id: the caller's tenant by default ('default' for operators). The silence's rule must
+-- belong to the same tenant (secumon._silences_validate checks it for every writer).
 CREATE FUNCTION secumon.silence(duration interval, comment text, agent_id text DEFAULT NULL,
                                 rule_id uuid DEFAULT NULL, severity text DEFAULT NULL,
                                 agent_labels jsonb DEFAULT '{}', starts_at timestamptz DEFAULT now(),
-                                tenant_id text DEFAULT 'default')
+                                tenant_id text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    tenant text := coalesce(silence.tenant_id, secumon.current_tenant(), 'default');
     id uuid;
 BEGIN
+    PERFORM secumon._check_tenant_write('silences');
+    -- Every tenant but the caller's own is refused alike, whether it exists or not.
+    IF NOT secumon._tenant_writable(tenant) THEN
+        RAISE EXCEPTION 'permission denied to silence alerts of tenant "%"', tenant
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'SecuMon users silence the alerts of their own tenant: leave tenant_id out.';
+    END IF;
     IF duration IS NULL OR duration <= interval '0' THEN
         RAISE EXCEPTION 'duration must be positive, got %', coalesce(duration::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM secumon._check_tenant_write(coalesce(secumon.current_tenant(), silence.tenant_id), 'silence');
     INSERT INTO secumon.silences (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment)
-    VALUES (coalesce(secumon.current_tenant(), silence.tenant_id), silence.agent_id, silence.rule_id, silence.severity, coalesce(silence.agent_labels, '{}'),
+    VALUES (tenant, silence.agent_id, silence.rule_id, silence.severity, coalesce(silence.agent_labels, '{}'),
             coalesce(silence.starts_at, now()), coalesce(silence.starts_at, now()) + silence.duration,
             coalesce(secumon._acting_user(), session_user::text), silence.comment)
     RETURNING silences.id INTO id;
@@ -1004,11 +1037,12 @@ COMMENT ON FUNCTION secumon.silence(interval, text, text, uuid, text, jsonb, tim
 CREATE FUNCTION secumon.expire_silence(silence_id uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM secumon._check_tenant_write((SELECT s.tenant_id FROM secumon.silences s WHERE s.id = silence_id), 'silence');
+    PERFORM secumon._check_tenant_write('silences');
     UPDATE secumon.silences s SET ends_at = greatest(s.starts_at + interval '1 microsecond', now())
-     WHERE s.id = silence_id;
+     WHERE s.id = silence_id AND secumon._tenant_writable(s.tenant_id);
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no silence with id %', silence_id USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'no silence with id %', silence_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT id FROM secumon.silences lists the silences.';
     END IF;
 END
 $$;
@@ -1172,7 +1206,18 @@ CREATE POLICY visible_rules ON secumon._alert_rule_errors USING (rule_id IN (SEL
 GRANT SELECT ON secumon.metric_catalog, secumon._alert_rule_errors, secumon._alert_engine_state,
                 secumon.active_alerts, secumon.alert_history, secumon.alert_rule_status
    TO secumon_web, secumon_reader, secumon_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.alert_rules, secumon.silences TO secumon_web, secumon_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.alert_rules, secumon.silences TO secumon_admin;
+-- Clients choose no ids nor default keys: a unique violation on one would tell them that
+-- another tenant's row holds it.
+GRANT SELECT, DELETE ON secumon.alert_rules, secumon.silences TO secumon_web;
+GRANT INSERT (tenant_id, name, description, kind, metric_type, metric_name, agent_id, agent_labels, series_key,
+              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled),
+      UPDATE (tenant_id, name, description, kind, metric_type, metric_name, agent_id, agent_labels, series_key,
+              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled)
+   ON secumon.alert_rules TO secumon_web;
+GRANT INSERT (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment),
+      UPDATE (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment)
+   ON secumon.silences TO secumon_web;
 GRANT SELECT ON secumon.alerts, secumon.alert_events TO secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.ack_alert(uuid, text),
                           secumon.silence(interval, text, text, uuid, text, jsonb, timestamptz, text),

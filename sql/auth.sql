@@ -538,13 +538,15 @@ END
 $$;
 
 -- Tenant policies for a table whose rows carry their tenant in `tenant_column` (text, or
--- text[] for rows shared by several tenants).
+-- text[] for rows shared by several tenants: each of them reads such a row, but a tenant writes
+-- only rows of its own alone, so that it never changes what another tenant relies on).
 CREATE FUNCTION secumon._create_tenant_policies(tbl regclass, admin_only_write boolean, admin_only_read boolean,
                                                 tenant_column name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     column_type regtype;
     own_tenant text;
+    own_tenant_alone text;
     read_check text;
     write_check text;
 BEGIN
@@ -552,8 +554,10 @@ BEGIN
       FROM pg_attribute AS a WHERE a.attrelid = tbl AND a.attname = tenant_column AND NOT a.attisdropped;
     IF column_type = 'text'::regtype THEN
         own_tenant := format('%I = (SELECT secumon.current_tenant())', tenant_column);
+        own_tenant_alone := own_tenant;
     ELSIF column_type = 'text[]'::regtype THEN
         own_tenant := format('(SELECT secumon.current_tenant()) = ANY (%I)', tenant_column);
+        own_tenant_alone := format('%I = ARRAY[(SELECT secumon.current_tenant())]', tenant_column);
     ELSE
         RAISE EXCEPTION '% has no text or text[] column %', tbl, quote_ident(tenant_column)
             USING ERRCODE = 'invalid_parameter_value';
@@ -561,7 +565,7 @@ BEGIN
     read_check := CASE WHEN admin_only_read
                        THEN format('(%s AND (SELECT secumon._rls_may_write(true)))', own_tenant)
                        ELSE own_tenant END;
-    write_check := format('(%s AND (SELECT secumon._rls_may_write(%L)))', own_tenant, admin_only_write);
+    write_check := format('(%s AND (SELECT secumon._rls_may_write(%L)))', own_tenant_alone, admin_only_write);
     PERFORM secumon._rls_prepare(tbl);
     EXECUTE format('CREATE POLICY secumon_tenant_select ON %s FOR SELECT USING ((SELECT secumon._rls_open()) OR %s)',
                    tbl, read_check);

@@ -165,10 +165,14 @@ SELECT jsonb_build_object(
                         'name', w.name,
                         'running', a.pid IS NOT NULL,
                         'pid', a.pid,
-                        'since', a.backend_start) ORDER BY w.name)
+                        'since', a.backend_start,
+                        -- Set while the worker gives way to a lock another session holds
+                        -- (secumon.maintenance_lock_timeout); the server log names the holders.
+                        'waiting_for_lock_since', lw.waiting_since) ORDER BY w.name)
                   FROM (SELECT DISTINCT worker_name AS name
                           FROM unnest(ARRAY['secumon maintenance', 'secumon alert engine', 'secumon notifier']) AS worker_name) w
-                  LEFT JOIN pg_stat_activity a ON a.backend_type = w.name AND a.datname = current_database()),
+                  LEFT JOIN pg_stat_activity a ON a.backend_type = w.name AND a.datname = current_database()
+                  LEFT JOIN secumon._worker_lock_waits() lw ON lw.worker = w.name),
     'jobs', jsonb_build_object(
         'total', (SELECT count(*) FROM secumon._jobs),
         'failing', (SELECT coalesce(jsonb_agg(job_name ORDER BY job_name), '[]') FROM secumon._jobs WHERE consecutive_failures > 0),
@@ -184,14 +188,17 @@ SELECT jsonb_build_object(
 $$;
 COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, jobs and data freshness as JSON.';
 
--- DROP / ALTER EXTENSION takes the extension lock exclusively before it locks any object, and
--- every worker transaction takes it shared first (secumon_pg/src/worker.rs), so a worker cycle
--- and the command wait for each other instead of deadlocking. It fires for any extension's
--- DROP/ALTER (ddl_command_start cannot tell which); the wait is a worker cycle at most.
+-- DROP / ALTER EXTENSION locks secumon._jobs exclusively before it locks any other object, and
+-- every worker transaction locks it ACCESS SHARE first (secumon_pg/src/worker.rs), so a worker
+-- cycle and the command wait for each other instead of deadlocking. No client has any privilege
+-- on _jobs (clients read the view secumon.jobs, which lets them lock it ACCESS SHARE at most), so
+-- no client can hold a lock that keeps the workers waiting; 0.1.0 used an advisory lock, which
+-- any session could take. It fires for any extension's DROP/ALTER (ddl_command_start cannot
+-- tell which), hence SECURITY DEFINER; the wait is a worker transaction at most.
 CREATE FUNCTION secumon._extension_guard() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1589644871);  -- worker::EXTENSION_LOCK (0x5EC00E47)
+    LOCK TABLE secumon._jobs IN ACCESS EXCLUSIVE MODE;
 END
 $$;
 CREATE EVENT TRIGGER secumon_extension_guard ON ddl_command_start

@@ -21,7 +21,8 @@ CREATE TABLE secumon.notification_channels (
     severities  text[] CONSTRAINT notification_channels_severities
                 CHECK (severities <@ ARRAY['critical', 'warning', 'info']),
     rule_ids    uuid[],
-    tenant_ids  text[],
+    -- A tenant admin's channel belongs to its tenant; an operator's serves all unless routed.
+    tenant_ids  text[] DEFAULT CASE WHEN secumon.current_tenant() IS NOT NULL THEN ARRAY[secumon.current_tenant()] END,
     events      text[] NOT NULL DEFAULT ARRAY['firing', 'resolved']
                 CONSTRAINT notification_channels_events
                 CHECK (events <@ ARRAY['firing', 'resolved', 'repeat', 'acknowledged'] AND cardinality(events) > 0),
@@ -40,8 +41,10 @@ SELECT pg_catalog.pg_extension_config_dump('secumon.notification_channels_channe
 
 -- Settings are validated by the same Rust code that sends (secumon._notification_settings_problem),
 -- so a channel that saves is a channel the dispatcher can use. The message never quotes values.
+-- SECURITY DEFINER: whoever may write a channel (operators, tenant admins) gets it validated
+-- without being granted the internal function.
 CREATE FUNCTION secumon._notification_channels_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text;
 BEGIN
@@ -317,9 +320,21 @@ SELECT o.notification_id, o.idempotency_key, o.channel_name, o.channel_type, o.e
 COMMENT ON VIEW secumon.notification_history IS
     'Every notification: channel, alert transition, status (pending, sending, sent, failed), attempts, the receiver''s last answer and latency.';
 
--- Tenancy. Channels hold secrets: only admins see them (a tenant's admins, the channels routed
--- to their tenant). The outbox holds no secrets: a tenant sees its own notifications, through
+-- Tenancy. Channels hold secrets (URLs, tokens, passwords). Operators manage every channel; a
+-- tenant's admins the channels of their tenant alone (tenant_ids exactly {their tenant}, the
+-- default when they insert one). Channels routed to several tenants or to all (NULL), and the
+-- default channels made from settings (managed_by 'guc', named default-*), stay the
+-- operators': a tenant admin neither reads their secrets nor redirects, takes over or squats
+-- them. Other SecuMon roles see no channel. (Also in sql/updates/0.1.0--0.2.0.sql.)
+SELECT secumon._rls_prepare('secumon.notification_channels');
+CREATE POLICY secumon_tenant_admin ON secumon.notification_channels
+USING ((SELECT secumon._rls_open())
+       OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
+           AND (SELECT secumon._rls_may_write(true))))
+WITH CHECK ((SELECT secumon._rls_open())
+            OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
+                AND (SELECT secumon._rls_may_write(true))));
+-- The outbox holds no secrets: a tenant sees its own notifications, through
 -- secumon.notification_history, which runs with the caller's rights.
-SELECT secumon._create_tenant_policies('secumon.notification_channels', true, true, 'tenant_ids');
 SELECT secumon._create_tenant_policies('secumon.notification_outbox', true, false, 'tenant_id');
 ALTER VIEW secumon.notification_history SET (security_invoker = true);

@@ -39,10 +39,20 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.notification_channels TO secumon
 GRANT SELECT ON secumon.notification_outbox TO secumon_admin;
 GRANT SELECT ON secumon.notification_history TO secumon_reader, secumon_web, secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.test_channel(text), secumon.retry_notification(bigint) TO secumon_admin;
+-- Tenant admins manage their tenant's channels through the web role (the policy of
+-- sql/notify.sql confines them). Not channel_id (they would pick ids the sequence hands out
+-- later) nor managed_by (the notifier rewrites 'guc' channels with the operator's secrets).
+GRANT SELECT, DELETE ON secumon.notification_channels TO secumon_web;
+GRANT INSERT (name, type, settings, enabled, severities, rule_ids, tenant_ids, events),
+      UPDATE (name, type, settings, enabled, severities, rule_ids, tenant_ids, events)
+   ON secumon.notification_channels TO secumon_web;
+GRANT EXECUTE ON FUNCTION secumon.test_channel(text) TO secumon_web;
 
 -- Authentication (sql/auth.sql). Login and token functions serve every role that acts for
--- SecuMon users; the admin functions check inside who may manage whom. The policy functions
--- (identity, _rls_*) must be callable by anyone a table is ever granted to.
+-- SecuMon users; the admin functions, which write, only the web role: the reader role stays
+-- read-only whatever the identity of its sessions. The admin functions check inside who may
+-- manage whom. The policy functions (identity, _rls_*) must be callable by anyone a table is
+-- ever granted to.
 GRANT USAGE ON SCHEMA secumon TO secumon_web;
 GRANT EXECUTE ON FUNCTION secumon.current_user_id(), secumon.current_tenant(), secumon.current_role(),
                           secumon._rls_open(), secumon._rls_may_write(boolean),
@@ -50,12 +60,13 @@ GRANT EXECUTE ON FUNCTION secumon.current_user_id(), secumon.current_tenant(), s
    TO PUBLIC;
 GRANT EXECUTE ON FUNCTION secumon.login(text, text, inet), secumon.refresh(text, inet), secumon.logout(text),
                           secumon.verify_token(text), secumon.authenticate(text, boolean),
-                          secumon.change_password(text, text),
+                          secumon.list_sessions(text)
+   TO secumon_web, secumon_reader, secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.change_password(text, text),
                           secumon.create_user(text, text, text, text, text), secumon.set_user_role(text, text),
                           secumon.set_user_password(text, text), secumon.deactivate_user(text),
-                          secumon.activate_user(text), secumon.list_sessions(text),
-                          secumon.revoke_sessions(text, uuid)
-   TO secumon_web, secumon_reader, secumon_admin;
+                          secumon.activate_user(text), secumon.revoke_sessions(text, uuid)
+   TO secumon_web, secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.rotate_jwt_secret(), secumon.login_lockouts(), secumon.unlock_login(text, text)
    TO secumon_admin;
 GRANT SELECT (id, username, email, role, tenant_id, active, created_at, updated_at, password_changed_at)

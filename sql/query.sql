@@ -75,7 +75,7 @@ RETURN greatest(unit, unit * ceil(extract(epoch FROM span) / max_points / extrac
 -- 5-minute / hourly rollups merged per step, whichever keeps the point count <= max_points.
 -- (Generic plans: the range and watermarks are parameters, so partitions outside them are pruned
 -- when the cached plan starts, and no call pays for planning.)
-CREATE FUNCTION secumon._history(k integer, sid integer, from_time timestamptz, to_time timestamptz, max_points integer)
+CREATE FUNCTION secumon._history(k integer, sid bigint, from_time timestamptz, to_time timestamptz, max_points integer)
 RETURNS TABLE (bucket timestamptz, value float8, min float8, max float8, samples bigint, resolution text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
@@ -339,7 +339,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     k integer := secumon._agent_key(agent_id);
-    sid integer;
+    sid bigint;
     h0 timestamptz;  -- first whole hour
     h1 timestamptz;  -- end of the last whole hour
     f0 timestamptz;  -- first whole 5-minute bucket
@@ -390,7 +390,7 @@ RETURNS TABLE (agent_id text, hostname text, value float8, samples bigint)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    sid integer;
+    sid bigint;
     q float8;
 BEGIN
     PERFORM secumon._check_range(from_time, to_time);
@@ -448,7 +448,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     k integer := secumon._agent_key(agent_id);
-    sid integer;
+    sid bigint;
     span interval;
     fine_points integer;
 BEGIN
@@ -656,7 +656,7 @@ GRANT EXECUTE ON FUNCTION
     -- helpers the functions and views above call with the caller's rights
     secumon._agent_key(text), secumon._check_range(timestamptz, timestamptz), secumon._check_positive(integer, text, integer),
     secumon._finest_tier(timestamptz), secumon._step(interval, integer, interval), secumon._bucket(interval, timestamptz),
-    secumon._history(integer, integer, timestamptz, timestamptz, integer),
+    secumon._history(integer, bigint, timestamptz, timestamptz, integer),
     secumon._disk_history(text, text, timestamptz, timestamptz, integer),
     secumon._counter_delta_f(float8, float8), secumon._series_id(text), secumon._latest_report(integer, text, text),
     secumon._metric_summaries_from_raw(interval, timestamptz, timestamptz),
@@ -665,12 +665,12 @@ GRANT EXECUTE ON FUNCTION
     secumon._series_lttb(text, text, timestamptz, timestamptz, integer),
     secumon._disk_rollup_rows(timestamptz, timestamptz),
     secumon._network_rollup_rows(timestamptz, timestamptz, interval),
-    secumon._summarize(integer[], float8[]), secumon._summary_merge(bytea),
-    secumon._summarize_sfunc(internal, integer[], float8[]), secumon._summarize_final(internal),
+    secumon._summarize(bigint[], float8[]), secumon._summary_merge(bytea),
+    secumon._summarize_sfunc(internal, bigint[], float8[]), secumon._summarize_final(internal),
     secumon._summary_merge_sfunc(internal, bytea),
     secumon._sketch_add_sfunc(internal, float8), secumon._sketch_merge_sfunc(internal, bytea), secumon._sketch_final(internal),
-    secumon._summary_unnest(bytea), secumon._summary_series(bytea, integer),
-    secumon._summary_points(timestamptz[], bytea[], integer, bigint)
+    secumon._summary_unnest(bytea), secumon._summary_series(bytea, bigint),
+    secumon._summary_points(timestamptz[], bytea[], bigint, bigint)
    TO secumon_reader, secumon_admin, secumon_web;
 GRANT EXECUTE ON FUNCTION
     secumon.refresh_rollup(text), secumon.compress_partition(regclass), secumon.decompress_partition(regclass),

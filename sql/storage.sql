@@ -90,25 +90,38 @@ $$;
 -- Partition upkeep for one table: create partitions from yesterday to premake_days ahead, and
 -- move rows out of the default partition into daily partitions (creating those as needed).
 -- Returns (partitions created, rows moved).
+--
+-- Only rows inside the accepted sample window (secumon._sample_window(), a day of margin each
+-- side) are moved: a row for the year 294276 has no day whose end PostgreSQL can represent, and
+-- one for 4713 BC would get a partition nobody wants. Each day is handled in a subtransaction,
+-- so a day that cannot be placed leaves its rows in the default partition, is logged, and the
+-- other days go on; only lock waits and cancellation stop the whole job.
 CREATE FUNCTION secumon._partition_upkeep_table(table_name text, premake_days integer,
                                                 OUT created integer, OUT moved bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     default_part regclass := format('secumon_partitions.%I', table_name || '_default')::regclass;
     today date := secumon._utc_day(now());
+    window_start timestamptz;
+    window_end timestamptz;
     missing boolean;
     has_rows boolean;
     day date;
     expired_before timestamptz;
-    expired bigint;
+    day_rows bigint;
+    err text;
+    err_state text;
 BEGIN
     created := 0;
     moved := 0;
+    SELECT w.oldest - interval '1 day', w.newest + interval '1 day' INTO window_start, window_end
+      FROM secumon._sample_window() AS w;
     SELECT EXISTS (
         SELECT 1 FROM generate_series(today - 1, today + premake_days, interval '1 day') AS d
         WHERE to_regclass(format('secumon_partitions.%I', table_name || '_p' || to_char(d, 'YYYYMMDD'))) IS NULL
     ) INTO missing;
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', default_part) INTO has_rows;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE time >= $1 AND time < $2)', default_part)
+       INTO has_rows USING window_start, window_end;
     IF NOT missing AND NOT has_rows THEN
         RETURN;
     END IF;
@@ -119,32 +132,47 @@ BEGIN
     PERFORM secumon._bound_lock_wait();
     EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', table_name);
     EXECUTE format('CREATE TEMP TABLE _secumon_moved (LIKE secumon.%I) ON COMMIT DROP', table_name);
-    EXECUTE format('WITH gone AS (DELETE FROM %s RETURNING *) INSERT INTO _secumon_moved SELECT * FROM gone',
-                   default_part);
-    GET DIAGNOSTICS moved = ROW_COUNT;
     -- Rows older than what retention already dropped are expired on arrival: keeping them would
     -- re-create a dropped day (and let a rollup refresh overwrite good buckets with a fraction).
     SELECT sp.dropped_before INTO expired_before FROM secumon.storage_policies sp WHERE sp.table_name = _partition_upkeep_table.table_name;
-    IF expired_before IS NOT NULL THEN
-        DELETE FROM _secumon_moved m WHERE m.time < expired_before;
-        GET DIAGNOSTICS expired = ROW_COUNT;
-        IF expired > 0 THEN
-            RAISE LOG 'secumon: % rows of % older than the retention horizon % discarded', expired, table_name, expired_before;
-        END IF;
-    END IF;
 
-    FOR day IN EXECUTE
+    FOR day IN EXECUTE format(
         'SELECT d::date FROM generate_series($1, $2, interval ''1 day'') AS d
          UNION
-         SELECT DISTINCT secumon._utc_day(m.time) FROM _secumon_moved AS m'
-        USING today - 1, today + premake_days
+         SELECT DISTINCT secumon._utc_day(m.time) FROM %s AS m WHERE m.time >= $3 AND m.time < $4
+         ORDER BY 1', default_part)
+        USING today - 1, today + premake_days, window_start, window_end
     LOOP
-        created := created + secumon._ensure_partition(table_name, day);
+        day_rows := 0;
+        BEGIN
+            -- A partition can only be created once no row of its day is in the default partition.
+            EXECUTE format('WITH gone AS (DELETE FROM %s WHERE time >= $1 AND time < $2 RETURNING *) '
+                           'INSERT INTO _secumon_moved SELECT * FROM gone', default_part)
+               USING secumon._day_start(day), secumon._day_start(day + 1);
+            GET DIAGNOSTICS day_rows = ROW_COUNT;
+            IF expired_before IS NOT NULL AND secumon._day_start(day + 1) <= expired_before AND day < today - 1 THEN
+                IF day_rows > 0 THEN
+                    RAISE LOG 'secumon: % rows of % older than the retention horizon % discarded', day_rows, table_name, expired_before;
+                END IF;
+            ELSE
+                created := created + secumon._ensure_partition(table_name, day);
+                IF day_rows > 0 THEN
+                    EXECUTE format('INSERT INTO secumon.%I SELECT * FROM _secumon_moved', table_name);
+                    moved := moved + day_rows;
+                END IF;
+            END IF;
+            DELETE FROM _secumon_moved;
+        EXCEPTION
+        WHEN lock_not_available OR deadlock_detected OR query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            -- The subtransaction is undone: the day's rows are back in the default partition.
+            GET STACKED DIAGNOSTICS err = MESSAGE_TEXT, err_state = RETURNED_SQLSTATE;
+            RAISE WARNING 'secumon: rows of % for % stay in its default partition: % (SQLSTATE %)', table_name, day, err, err_state
+                USING HINT = 'The other days were moved. Look at them with SELECT * FROM secumon_partitions.'
+                             || quote_ident(table_name || '_default') || ' and delete or fix them.';
+        END;
     END LOOP;
-
-    IF moved > 0 THEN
-        EXECUTE format('INSERT INTO secumon.%I SELECT * FROM _secumon_moved', table_name);
-    END IF;
     EXECUTE 'DROP TABLE _secumon_moved';
 END
 $$;
@@ -156,6 +184,10 @@ DECLARE
     r record;
     created integer := 0;
     moved bigint := 0;
+    window_start timestamptz;
+    window_end timestamptz;
+    outside bigint;
+    left_outside bigint := 0;
 BEGIN
     -- Same order as secumon.ingest() writes the tables, so lock waits can never form a cycle.
     FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp WHERE sp.kind = 'raw'
@@ -167,7 +199,22 @@ BEGIN
     END LOOP;
     -- Rollup tables (sql/lifecycle.sql) get theirs here too, in this short transaction.
     created := created + secumon._premake_rollup_partitions();
-    RETURN format('%s partitions created, %s rows moved out of default partitions', created, moved);
+    -- Rows outside the accepted window (written before 0.2.0, or by a superuser who widened it
+    -- for a session) stay where they are; say so rather than stop.
+    SELECT w.oldest - interval '1 day', w.newest + interval '1 day' INTO window_start, window_end
+      FROM secumon._sample_window() AS w;
+    FOR p IN SELECT sp.table_name FROM secumon.storage_policies sp WHERE sp.kind = 'raw' LOOP
+        IF to_regclass(format('secumon_partitions.%I', p.table_name || '_default')) IS NOT NULL THEN
+            EXECUTE format('SELECT count(*) FROM secumon_partitions.%I WHERE NOT (time >= $1 AND time < $2)',
+                           p.table_name || '_default')
+               INTO outside USING window_start, window_end;
+            left_outside := left_outside + outside;
+        END IF;
+    END LOOP;
+    RETURN format('%s partitions created, %s rows moved out of default partitions', created, moved)
+           || CASE WHEN left_outside > 0
+                   THEN format('; %s rows outside the accepted time window left in default partitions', left_outside)
+                   ELSE '' END;
 END
 $$;
 
@@ -191,14 +238,23 @@ JOIN pg_catalog.pg_namespace pn ON pn.oid = parent.relnamespace
 WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p', 'f');
 COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric and rollup tables with its time range; compressed days are foreign tables (see secumon.compressed_partitions for their sizes).';
 
--- Raises 42501 unless the session may write for an agent owned by `owner`.
+-- Raises 42501 unless the session may write for an agent owned by `owner`. An agent without
+-- an owner (a row an operator inserted) is written by operators only: no agent role of any
+-- tenant may claim it by registering first.
 CREATE FUNCTION secumon._check_agent_owner(agent_id text, owner name) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF owner IS NULL OR owner = session_user
+    IF owner = session_user
        OR pg_has_role(session_user, 'secumon_admin', 'MEMBER')
        OR (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
         RETURN;
+    END IF;
+    IF owner IS NULL THEN
+        RAISE EXCEPTION 'agent "%" has no owner role, so role "%" may not write for it', agent_id, session_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The agent was created without secumon.agents.owner_role (e.g. by an operator''s INSERT); ownership is never taken by registering first.',
+                  HINT = format('A secumon_admin names the agent''s role: UPDATE secumon.agents SET owner_role = %L WHERE agent_id = %L;',
+                                session_user, agent_id);
     END IF;
     RAISE EXCEPTION 'role "%" may not write metrics for agent "%"', session_user, agent_id
         USING ERRCODE = 'insufficient_privilege',
@@ -218,7 +274,35 @@ BEGIN
 END
 $$;
 
--- Registers (or refreshes) an agent. The first role to register an agent_id owns it.
+-- Ingestion's limits, checked before anything is written (or any id taken).
+-- A report carries at most this many series.
+CREATE FUNCTION secumon._max_series_per_report() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 1024;
+
+-- Raises 22008 unless `ts` lies in the accepted window around now (secumon._sample_window():
+-- secumon.ingest_window_past before, secumon.ingest_window_future after). A clock set to the
+-- year 294276 or to 4713 BC would otherwise break or litter partition upkeep for everyone.
+CREATE FUNCTION secumon._check_sample_time(ts timestamptz) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w record;
+BEGIN
+    IF ts IS NULL OR isfinite(ts) IS NOT TRUE THEN
+        RAISE EXCEPTION 'report time must be a finite timestamp, got %', coalesce(ts::text, 'NULL')
+            USING ERRCODE = 'invalid_datetime_format';
+    END IF;
+    SELECT * INTO w FROM secumon._sample_window();
+    IF ts < w.oldest OR ts > w.newest THEN
+        RAISE EXCEPTION 'report time % is outside the accepted window from % to %', ts, w.oldest, w.newest
+            USING ERRCODE = 'datetime_field_overflow',
+                  DETAIL = 'Sample times may be at most secumon.ingest_window_past before and secumon.ingest_window_future after the server''s time.',
+                  HINT = 'Check the clock of the reporting host (NTP). For a back-fill of older data, a superuser widens secumon.ingest_window_past in postgresql.conf.';
+    END IF;
+END
+$$;
+
+-- Registers (or refreshes) an agent. The first role to register an agent_id owns it; an agent
+-- an operator created without owner_role is not claimed (secumon._check_agent_owner).
 CREATE FUNCTION secumon.register_agent(agent_id text, hostname text, os text DEFAULT NULL,
                                        agent_version text DEFAULT NULL, labels jsonb DEFAULT '{}')
 RETURNS void
@@ -231,6 +315,7 @@ BEGIN
         RAISE EXCEPTION 'labels must be a JSON object, not %', jsonb_typeof(labels)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"env": "prod", "dc": "fra1"}.';
     END IF;
+    PERFORM secumon._check_jsonb(labels, 'labels', secumon._max_labels_bytes());
     SELECT a.agent_key, a.owner_role INTO existing FROM secumon.agents a WHERE a.agent_id = register_agent.agent_id FOR UPDATE;
     IF FOUND THEN
         PERFORM secumon._check_agent_owner(agent_id, existing.owner_role);
@@ -239,7 +324,6 @@ BEGIN
                os = coalesce(register_agent.os, a.os),
                agent_version = coalesce(register_agent.agent_version, a.agent_version),
                labels = coalesce(register_agent.labels, a.labels),
-               owner_role = coalesce(a.owner_role, session_user),
                last_seen = greatest(a.last_seen, now())
          WHERE a.agent_key = existing.agent_key;
     ELSE
@@ -252,38 +336,68 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION secumon.register_agent(text, text, text, text, jsonb) IS 'Registers or refreshes an agent; the first role to register an agent_id owns it.';
+COMMENT ON FUNCTION secumon.register_agent(text, text, text, text, jsonb) IS 'Registers or refreshes an agent; the first role to register an agent_id owns it (an agent created without owner_role is written by operators only).';
 
 -- Returns the layout id of an ordered list of series names, creating it on first use.
+-- Everything is checked before the layout and its series are inserted: a refused report must
+-- not use up ids (metric_series_series_id_seq, metric_layouts_layout_id_seq) that every tenant
+-- shares. Layouts are unique by a digest of their series (secumon._layout_key), so a layout
+-- of any size fits its index.
 CREATE FUNCTION secumon._layout_id(series text[]) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
+    -- (ON CONFLICT's index expression names the column series; the parameter is _layout_id.series.)
     id integer;
     bad text;
 BEGIN
-    SELECT l.layout_id INTO id FROM secumon.metric_layouts l WHERE l.series = _layout_id.series;
+    SELECT l.layout_id INTO id FROM secumon.metric_layouts l
+     WHERE secumon._layout_key(l.series) = secumon._layout_key(_layout_id.series) AND l.series = _layout_id.series;
     IF FOUND THEN
         RETURN id;
     END IF;
-    SELECT s INTO bad FROM unnest(series) AS s
+    IF cardinality(_layout_id.series) > secumon._max_series_per_report() THEN
+        RAISE EXCEPTION 'a report may carry at most % series, this one has %', secumon._max_series_per_report(), cardinality(_layout_id.series)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Send fewer series per report; per-filesystem and per-interface values go in disks and networks.';
+    END IF;
+    SELECT s INTO bad FROM unnest(_layout_id.series) AS s
      WHERE s IS NULL OR s !~ '^(cpu|memory|disk|network|system)\.[a-z][a-z0-9_]{0,62}$' LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'invalid series name %', coalesce(quote_literal(bad), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A series is "<type>.<name>" with type cpu, memory, disk, network or system and a lower-case name, e.g. cpu.usage_percent.';
     END IF;
-    IF (SELECT count(DISTINCT s) FROM unnest(series) AS s) <> cardinality(series) THEN
+    IF (SELECT count(DISTINCT s) FROM unnest(_layout_id.series) AS s) <> cardinality(_layout_id.series) THEN
         RAISE EXCEPTION 'series names repeat within one report' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO secumon.metric_layouts (series, metric_types, metric_names)
-    SELECT series, array_agg(split_part(s, '.', 1) ORDER BY o), array_agg(substr(s, strpos(s, '.') + 1) ORDER BY o)
-      FROM unnest(series) WITH ORDINALITY AS u(s, o)
-    ON CONFLICT ON CONSTRAINT metric_layouts_series_key DO NOTHING
+    SELECT _layout_id.series, array_agg(split_part(s, '.', 1) ORDER BY o), array_agg(substr(s, strpos(s, '.') + 1) ORDER BY o)
+      FROM unnest(_layout_id.series) WITH ORDINALITY AS u(s, o)
+    ON CONFLICT ((secumon._layout_key(series))) DO NOTHING
     RETURNING layout_id INTO id;
-    IF id IS NULL THEN
-        SELECT l.layout_id INTO id FROM secumon.metric_layouts l WHERE l.series = _layout_id.series;
+    IF id IS NULL THEN  -- made concurrently
+        SELECT l.layout_id INTO id FROM secumon.metric_layouts l
+         WHERE secumon._layout_key(l.series) = secumon._layout_key(_layout_id.series) AND l.series = _layout_id.series;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'the series layout of this report collides with another one' USING ERRCODE = 'unique_violation',
+                HINT = 'Change the order or the names of the series.';
+        END IF;
     END IF;
     RETURN id;
+END
+$$;
+
+-- Records that agent `agent_key` stored samples with layout `layout_id` (sql/lifecycle.sql:
+-- a tenant sees the layouts and series its agents use). Written only when new, so the
+-- invalidation its trigger sends is rare.
+CREATE FUNCTION secumon._note_agent_layout(agent_key integer, layout_id integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM secumon._agent_layouts u
+                    WHERE u.agent_key = _note_agent_layout.agent_key AND u.layout_id = _note_agent_layout.layout_id) THEN
+        INSERT INTO secumon._agent_layouts (agent_key, layout_id) VALUES (agent_key, layout_id) ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
 
@@ -296,12 +410,10 @@ RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a record;
+    layout integer;
     stored integer;
 BEGIN
-    IF "time" IS NULL OR isfinite("time") IS NOT TRUE THEN
-        RAISE EXCEPTION 'report time must be a finite timestamp, got %', coalesce("time"::text, 'NULL')
-            USING ERRCODE = 'invalid_datetime_format';
-    END IF;
+    PERFORM secumon._check_sample_time("time");
     IF series IS NULL OR vals IS NULL OR cardinality(series) <> cardinality(vals) THEN
         RAISE EXCEPTION 'series and vals must be arrays of the same length (got % and %)',
                         coalesce(cardinality(series)::text, 'NULL'), coalesce(cardinality(vals)::text, 'NULL')
@@ -320,6 +432,9 @@ BEGIN
         RAISE EXCEPTION 'disks, networks and processes must be JSON arrays of objects'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM secumon._check_jsonb(disks, 'disks', secumon._max_report_array_bytes()),
+            secumon._check_jsonb(networks, 'networks', secumon._max_report_array_bytes()),
+            secumon._check_jsonb(processes, 'processes', secumon._max_report_array_bytes());
 
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = ingest.agent_id;
     IF NOT FOUND THEN
@@ -336,13 +451,15 @@ BEGIN
         PERFORM secumon._decompress_for_insert(ingest."time");
     END IF;
 
+    layout := secumon._layout_id(ingest.series);
     INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
-    VALUES (ingest."time", a.agent_key, secumon._layout_id(ingest.series), ingest.vals)
+    VALUES (ingest."time", a.agent_key, layout, ingest.vals)
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS stored = ROW_COUNT;
     IF stored = 0 THEN
         RETURN false;
     END IF;
+    PERFORM secumon._note_agent_layout(a.agent_key, layout);
 
     IF disks IS NOT NULL THEN
         INSERT INTO secumon.disk_metrics (time, agent_id, device, mountpoint, fs_type, total_bytes, used_bytes, free_bytes,
@@ -394,6 +511,7 @@ DECLARE
     row_now record;
     series_name text := NEW.metric_type || '.' || NEW.metric_name;
     pos integer;
+    layout integer;
 BEGIN
     IF NEW.time IS NULL OR NEW.agent_id IS NULL OR NEW.metric_type IS NULL OR NEW.metric_name IS NULL THEN
         RAISE EXCEPTION 'time, agent_id, metric_type and metric_name must not be NULL'
@@ -402,9 +520,7 @@ BEGIN
     IF NEW.value IS NULL OR NEW.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
         RAISE EXCEPTION 'value must be a finite number' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT isfinite(NEW.time) THEN
-        RAISE EXCEPTION 'time must be finite' USING ERRCODE = 'invalid_datetime_format';
-    END IF;
+    PERFORM secumon._check_sample_time(NEW.time);
     PERFORM secumon._check_agent_id(NEW.agent_id);
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;
     IF NOT FOUND THEN
@@ -423,8 +539,10 @@ BEGIN
      WHERE s.agent_key = a.agent_key AND s.time = NEW.time
        FOR UPDATE OF s;
     IF NOT FOUND THEN
+        layout := secumon._layout_id(ARRAY[series_name]);
         INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
-        VALUES (NEW.time, a.agent_key, secumon._layout_id(ARRAY[series_name]), ARRAY[NEW.value]);
+        VALUES (NEW.time, a.agent_key, layout, ARRAY[NEW.value]);
+        PERFORM secumon._note_agent_layout(a.agent_key, layout);
     ELSE
         pos := array_position(row_now.series, series_name);
         IF pos IS NOT NULL THEN
@@ -432,10 +550,11 @@ BEGIN
             UPDATE secumon.metric_samples SET vals = row_now.vals, ingested_at = now()
              WHERE agent_key = a.agent_key AND time = NEW.time;
         ELSE
+            layout := secumon._layout_id(row_now.series || series_name);
             UPDATE secumon.metric_samples
-               SET layout_id = secumon._layout_id(row_now.series || series_name),
-                   vals = row_now.vals || NEW.value, ingested_at = now()
+               SET layout_id = layout, vals = row_now.vals || NEW.value, ingested_at = now()
              WHERE agent_key = a.agent_key AND time = NEW.time;
+            PERFORM secumon._note_agent_layout(a.agent_key, layout);
         END IF;
     END IF;
     UPDATE secumon.agents SET last_seen = NEW.time

@@ -35,6 +35,10 @@ SELECT date_trunc('minute', now()) - k * interval '10 seconds', a.agent_key,
        ARRAY[random() * 100, random() * 4, random() * 100, random() * 1e9, k]::float8[]
   FROM secumon.agents a, generate_series(0, 8639) k
  ORDER BY k DESC, a.agent_key; -- in arrival order, as agents report
+-- Written past secumon.ingest(): record which agents use the layout, as ingest() does (tenants
+-- see the layouts their agents use).
+INSERT INTO secumon._agent_layouts (agent_key, layout_id)
+SELECT DISTINCT agent_key, layout_id FROM secumon.metric_samples ON CONFLICT DO NOTHING;
 ANALYZE;
 SELECT secumon.create_user('alice', 'password-of-alice', 'admin', 'alice@example.com', 'acme');
 SELECT secumon.create_user('rita', 'password-of-rita', 'user', NULL, 'acme');

@@ -3,10 +3,19 @@
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
-/// Database whose `secumon` extension the background workers serve.
-/// Read by SQL (secumon._bound_lock_wait); registered here so that it is documented and checked.
+/// Longest wait of a background worker's transaction for a lock another session holds (ms).
+/// Read by SQL (secumon._bound_lock_wait) and by the workers (worker.rs); registered here so
+/// that it is documented and checked.
 pub static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(100);
+
+/// Database whose `secumon` extension the background workers serve.
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// How far before the server's time a sample's time may be (seconds): 365 days.
+pub static INGEST_WINDOW_PAST: GucSetting<i32> = GucSetting::<i32>::new(365 * 86_400);
+
+/// How far after the server's time a sample's time may be (seconds): 1 day.
+pub static INGEST_WINDOW_FUTURE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 
 /// How often the maintenance worker looks for due jobs (seconds).
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -46,15 +55,58 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"secumon.maintenance_lock_timeout",
-        c"Longest wait of a maintenance job for a lock another session holds.",
-        c"A job that would wait longer gives way (secumon.jobs.waiting_since) and is tried again a few seconds later, so it never queues ingestion behind a long reader.",
+        c"Longest wait of a maintenance job or background worker for a lock another session holds.",
+        c"A job that would wait longer gives way (secumon.jobs.waiting_since) and is tried again a few seconds later, so it never queues ingestion behind a long reader; a worker gives way and retries likewise (secumon.health()).",
         &MAINTENANCE_LOCK_TIMEOUT,
         1,
         60_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    // Superuser-only: an agent must not widen its own window; a superuser may for one session
+    // (a back-fill), while maintenance keeps the server's.
+    GucRegistry::define_int_guc(
+        c"secumon.ingest_window_past",
+        c"How far before the server's time a sample's time may be.",
+        c"Older reports are refused (SQLSTATE 22008); a clock set years back would otherwise create partitions for them.",
+        &INGEST_WINDOW_PAST,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"secumon.ingest_window_future",
+        c"How far after the server's time a sample's time may be.",
+        c"Later reports are refused (SQLSTATE 22008); a clock set to the year 294276 would otherwise break partition upkeep.",
+        &INGEST_WINDOW_FUTURE,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     register_auth();
+}
+
+/// The sample times ingestion accepts now: from `secumon.ingest_window_past` before the
+/// transaction's start to `secumon.ingest_window_future` after it (sql/storage.sql).
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _sample_window() -> pgrx::iter::TableIterator<
+    'static,
+    (pgrx::name!(oldest, pgrx::datum::TimestampWithTimeZone), pgrx::name!(newest, pgrx::datum::TimestampWithTimeZone)),
+> {
+    // SAFETY: reads the transaction start time; always set inside a transaction.
+    let now: i64 = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
+    let seconds = |setting: &GucSetting<i32>| i64::from(setting.get().max(0)) * 1_000_000;
+    // Both GUCs are below 2^31 seconds, so neither bound leaves timestamptz's range.
+    let at = |micros: i64| {
+        pgrx::datum::TimestampWithTimeZone::try_from(micros)
+            .unwrap_or_else(|_| pgrx::datum::TimestampWithTimeZone::positive_infinity())
+    };
+    pgrx::iter::TableIterator::once((
+        at(now.saturating_sub(seconds(&INGEST_WINDOW_PAST))),
+        at(now.saturating_add(seconds(&INGEST_WINDOW_FUTURE))),
+    ))
 }
 
 /// The database the workers connect to.

@@ -18,7 +18,7 @@ mod worker;
 // The hand-written schema. Order matters: later files use earlier objects.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
-extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage"]);
+extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage", worker::_worker_lock_waits]);
 extension_sql_file!(
     "../../sql/auth.sql",
     name = "auth",
@@ -40,9 +40,17 @@ extension_sql_file!("../../sql/notify.sql", name = "notify", requires = ["alerti
 extension_sql_file!(
     "../../sql/lifecycle.sql",
     name = "lifecycle",
-    requires = ["jobs", "auth", "rollup_aggregates", "compressed_fdw"]
+    requires = [
+        "jobs",
+        "auth",
+        "rollup_aggregates",
+        "compressed_fdw",
+        auth::tenancy::_layout_id_visible,
+        auth::tenancy::_series_id_visible,
+    ]
 );
 extension_sql_file!("../../sql/query.sql", name = "query", requires = ["lifecycle", query::lttb]);
+extension_sql_file!("../../sql/limits.sql", name = "limits", requires = ["notify", "lifecycle"]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

@@ -11,10 +11,11 @@
 //! database, at the version of this library, and no `pg_restore` is loading that database.
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PgAtomic};
+use pgrx::{pg_shmem_init, PgAtomic, PgTryBuilder};
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{gucs, storage};
@@ -44,6 +45,10 @@ const LAUNCHER: &str = "secumon launcher";
 static MAINTENANCE_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_maintenance_pid") };
 static ALERT_ENGINE_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_alert_engine_pid") };
 static NOTIFIER_WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_notifier_worker_pid") };
+/// Since when (Unix seconds, 0: not) each worker has been giving way to another session's lock.
+static MAINTENANCE_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_maintenance_lock_wait") };
+static ALERT_ENGINE_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_alert_engine_lock_wait") };
+static NOTIFIER_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_notifier_lock_wait") };
 static SHARED_MEMORY_READY: AtomicBool = AtomicBool::new(false);
 
 fn pid_slot(worker: usize) -> &'static AtomicI32 {
@@ -59,6 +64,9 @@ pub fn init_shared_memory() {
     pg_shmem_init!(MAINTENANCE_PID = AtomicI32::new(0));
     pg_shmem_init!(ALERT_ENGINE_PID = AtomicI32::new(0));
     pg_shmem_init!(NOTIFIER_WORKER_PID = AtomicI32::new(0));
+    pg_shmem_init!(MAINTENANCE_WAITING = AtomicI64::new(0));
+    pg_shmem_init!(ALERT_ENGINE_WAITING = AtomicI64::new(0));
+    pg_shmem_init!(NOTIFIER_WAITING = AtomicI64::new(0));
     SHARED_MEMORY_READY.store(true, Ordering::Release);
 }
 
@@ -269,7 +277,7 @@ impl Readiness {
 /// None when the extension is installed in this database at this library's version and no
 /// pg_restore is loading the database; else what the worker waits for.
 fn not_ready_reason() -> Option<String> {
-    let state = guarded_when(
+    let state = match guarded_when(
         |_| true,
         || {
             Spi::get_two::<String, bool>(
@@ -280,7 +288,10 @@ fn not_ready_reason() -> Option<String> {
             )
             .ok()
         },
-    );
+    ) {
+        Ok(state) => state,
+        Err(GaveWay) => return Some("waiting for a lock another session holds (DROP or ALTER EXTENSION?)".into()),
+    };
     let database = gucs::database();
     match state.flatten() {
         None | Some((None, _)) => Some(format!("waiting for CREATE EXTENSION secumon in database \"{database}\"")),
@@ -293,33 +304,231 @@ fn not_ready_reason() -> Option<String> {
     }
 }
 
-/// Advisory-lock key that orders worker transactions against DROP / ALTER EXTENSION secumon:
-/// workers hold it shared, the `secumon_extension_guard` event trigger (sql/jobs.sql) takes it
-/// exclusively before the command locks anything, so the two wait for each other instead of
-/// deadlocking over the extension's tables.
-pub const EXTENSION_LOCK: i64 = 0x5EC0_0E47;
+/// The table that orders worker transactions against DROP / ALTER EXTENSION secumon: workers
+/// lock it ACCESS SHARE first, the `secumon_extension_guard` event trigger (sql/jobs.sql) locks
+/// it ACCESS EXCLUSIVE before the command locks anything, so the two wait for each other instead
+/// of deadlocking over the extension's tables. Clients have no privilege on it (they read the
+/// view secumon.jobs), so none can hold a lock that keeps the workers waiting; 0.1.0 used an
+/// advisory lock, which any session could take and so stall every worker.
+const EXTENSION_LOCK_TABLE: &str = "secumon._jobs";
 
 /// Runs `body` in its own transaction if the extension is installed, else returns
-/// `R::default()` without touching any of its objects.
+/// `R::default()` without touching any of its objects. A lock another session holds longer
+/// than `secumon.maintenance_lock_timeout` makes it give way: see [`try_guarded`].
 pub fn guarded<R: Default>(body: impl FnOnce() -> R) -> R {
-    guarded_when(|present| present, body).unwrap_or_default()
+    try_guarded(body).unwrap_or_default()
 }
 
+/// Runs `body` in its own transaction if the extension is installed. None when it is not, or
+/// when `body` had to wait longer than `secumon.maintenance_lock_timeout` for a lock another
+/// session holds (a client's `LOCK TABLE`, an open transaction): its work is then rolled back,
+/// the wait is logged and shown by secumon.health(), and the caller tries again next cycle.
+pub fn try_guarded<R>(body: impl FnOnce() -> R) -> Option<R> {
+    guarded_when(|present| present, body).ok().flatten()
+}
+
+/// Why a worker transaction did not run: it gave way to another session's lock.
+pub struct GaveWay;
+
 /// Runs `body` in its own transaction, under the shared extension lock, if `wanted` says so of
-/// whether the extension is installed; None otherwise.
-fn guarded_when<R>(wanted: impl FnOnce(bool) -> bool, body: impl FnOnce() -> R) -> Option<R> {
+/// whether the extension is installed (Ok(None) otherwise); Err when it gave way to a lock.
+fn guarded_when<R>(wanted: impl FnOnce(bool) -> bool, body: impl FnOnce() -> R) -> Result<Option<R>, GaveWay> {
     let work = std::panic::AssertUnwindSafe((wanted, body));
-    BackgroundWorker::transaction(move || {
+    let outcome = BackgroundWorker::transaction(move || {
         let (wanted, body) = { work }.0; // capture the unwind-safe wrapper whole, not its fields
-        // Two statements: the check must see the catalog as of after the lock was granted.
-        let locked = Spi::run_with_args("SELECT pg_catalog.pg_advisory_xact_lock_shared($1)", &[EXTENSION_LOCK.into()]);
-        let present = locked.is_ok()
-            && Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'secumon')")
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-        if wanted(present) { Some(body()) } else { None }
+        bound_lock_waits();
+        let attempt = giving_way(|| {
+            // Two statements: the check must see the catalog as of after the lock was granted.
+            lock_extension_table();
+            let present =
+                Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'secumon')")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
+            if wanted(present) { Some(body()) } else { None }
+        });
+        match attempt {
+            Ok(result) => Ok(result),
+            Err(why) => Err((why, lock_holders())),
+        }
+    });
+    match outcome {
+        Ok(result) => {
+            lock_wait_ended();
+            Ok(result)
+        }
+        Err((why, holders)) => {
+            lock_wait_started(&why, &holders);
+            Err(GaveWay)
+        }
+    }
+}
+
+/// `lock_timeout` for the rest of the transaction: secumon.maintenance_lock_timeout.
+fn bound_lock_waits() {
+    let timeout = format!("{}ms", gucs::MAINTENANCE_LOCK_TIMEOUT.get().max(1));
+    if let Err(e) =
+        Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[timeout.as_str().into()])
+    {
+        warning!("secumon: cannot bound lock waits: {e}");
+    }
+}
+
+/// Locks [`EXTENSION_LOCK_TABLE`] ACCESS SHARE, if it exists (it does not before CREATE
+/// EXTENSION, when the workers only look for the extension).
+fn lock_extension_table() {
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[EXTENSION_LOCK_TABLE.into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(oid) = oid {
+        // SAFETY: inside a transaction; locking an OID needs no open relation (and a dropped
+        // one is harmless: the extension check that follows sees the catalog after the lock).
+        unsafe { pg_sys::LockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    }
+}
+
+/// Runs `f` in a subtransaction. A lock wait cut short by `lock_timeout` (SQLSTATE 55P03) or a
+/// deadlock (40P01) rolls the subtransaction back and returns its message; any other error is
+/// re-raised after the rollback, as before.
+fn giving_way<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: the pattern of PL/pgSQL's exception blocks and PL/Python's subtransactions: begin
+    // an internal subtransaction, work in the caller's memory context, and on the way out (commit
+    // or rollback) restore that context and resource owner. pgrx has already copied and flushed
+    // the error state when it turned the ERROR into the unwinding that PgTryBuilder catches.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let work = std::panic::AssertUnwindSafe(f);
+    PgTryBuilder::new(move || {
+        let result = ({ work }.0)();
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        restore();
+        Ok(result)
     })
+    .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, move |error| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        Err(message(error))
+    })
+    // A deadlock with a client's transaction: the worker is the one to give way.
+    .catch_when(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, move |error| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        Err(message(error))
+    })
+    .catch_others(move |error| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        error.rethrow()
+    })
+    .execute()
+}
+
+fn message(error: CaughtError) -> String {
+    match error {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report.message().to_string(),
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+    }
+}
+
+/// Who holds a lock that can hold a worker up, for the log line of a wait: granted locks of
+/// other sessions of this database in modes that conflict with reading or writing a table.
+fn lock_holders() -> String {
+    Spi::get_one::<String>(
+        "SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s) holds %s on %s', l.pid,
+                    coalesce(a.usename::text, 'unknown role'), l.mode, coalesce(l.relation::pg_catalog.regclass::text, l.locktype)), '; ')
+           FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+          WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+            AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+            AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "no session holds a table lock now".into())
+}
+
+/// A wait ends once the worker has gone this long without giving way (one transaction of a
+/// cycle may wait while the next does not: that is still one wait, logged once).
+const WAIT_ENDS_AFTER: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// When this worker started giving way to locks, while it does.
+    static WAITING_SINCE: std::cell::Cell<Option<std::time::SystemTime>> = const { std::cell::Cell::new(None) };
+    /// When it last gave way.
+    static LAST_GAVE_WAY: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn lock_wait_started(why: &str, holders: &str) {
+    LAST_GAVE_WAY.set(Some(Instant::now()));
+    if WAITING_SINCE.get().is_none() {
+        let now = std::time::SystemTime::now();
+        WAITING_SINCE.set(Some(now));
+        let seconds = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        if let Some(slot) = wait_slot() {
+            slot.store(seconds.max(1), Ordering::Release);
+        }
+        log!(
+            "{}: giving way to a lock held by another session ({why}); retrying every cycle until it is released. {holders}",
+            BackgroundWorker::get_name()
+        );
+    }
+}
+
+fn lock_wait_ended() {
+    if LAST_GAVE_WAY.get().is_some_and(|at| at.elapsed() < WAIT_ENDS_AFTER) {
+        return;
+    }
+    if let Some(since) = WAITING_SINCE.take() {
+        if let Some(slot) = wait_slot() {
+            slot.store(0, Ordering::Release);
+        }
+        log!(
+            "{}: no longer held up by another session's lock (after {} s)",
+            BackgroundWorker::get_name(),
+            since.elapsed().map_or(0, |d| d.as_secs())
+        );
+    }
+}
+
+/// This worker's "waiting for a lock since" slot in shared memory.
+fn wait_slot() -> Option<&'static AtomicI64> {
+    if !SHARED_MEMORY_READY.load(Ordering::Acquire) {
+        return None;
+    }
+    let name = BackgroundWorker::get_name();
+    match WORKERS.iter().position(|(n, _)| *n == name)? {
+        0 => Some(MAINTENANCE_WAITING.get()),
+        1 => Some(ALERT_ENGINE_WAITING.get()),
+        _ => Some(NOTIFIER_WAITING.get()),
+    }
+}
+
+/// For secumon.health(): since when each worker has been giving way to another session's lock
+/// (no row for a worker that is not waiting).
+#[pg_extern(volatile, parallel_safe)]
+fn _worker_lock_waits() -> TableIterator<'static, (name!(worker, String), name!(waiting_since, TimestampWithTimeZone))> {
+    let mut rows = Vec::new();
+    if SHARED_MEMORY_READY.load(Ordering::Acquire) {
+        let slots = [MAINTENANCE_WAITING.get(), ALERT_ENGINE_WAITING.get(), NOTIFIER_WAITING.get()];
+        for ((name, _), slot) in WORKERS.iter().zip(slots) {
+            let seconds = slot.load(Ordering::Acquire);
+            if seconds > 0 {
+                if let Ok(at) = TimestampWithTimeZone::try_from((seconds - 946_684_800) * 1_000_000) {
+                    rows.push((name.to_string(), at));
+                }
+            }
+        }
+    }
+    TableIterator::new(rows)
 }
 
 /// Names of the enabled jobs of `worker` that are due now.

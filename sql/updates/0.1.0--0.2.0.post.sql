@@ -19,3 +19,24 @@ BEGIN
     END LOOP;
 END
 $indexes$;
+
+-- Oracles: a tenant sees the layouts and series its own agents use (sql/lifecycle.sql).
+SELECT secumon._rls_prepare('secumon.metric_layouts');
+CREATE POLICY secumon_agent_tenant ON secumon.metric_layouts
+USING ((SELECT secumon._rls_open()) OR secumon._layout_id_visible(layout_id))
+WITH CHECK ((SELECT secumon._rls_open()));
+SELECT secumon._rls_prepare('secumon.metric_series');
+CREATE POLICY secumon_agent_tenant ON secumon.metric_series
+USING ((SELECT secumon._rls_open()) OR secumon._series_id_visible(series_id))
+WITH CHECK ((SELECT secumon._rls_open()));
+-- secumon.jwt_secret stored with ALTER ROLE/DATABASE ... SET is readable by every role and is
+-- no longer applied: say so now, not only in each session's warnings.
+DO $jwt_secret$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) AS c
+                WHERE c LIKE 'secumon.jwt_secret=%' AND c <> 'secumon.jwt_secret=') THEN
+        RAISE WARNING 'secumon.jwt_secret is stored with ALTER ROLE or ALTER DATABASE ... SET, where every role can read it; SecuMon no longer uses it from there'
+            USING HINT = 'Remove it (ALTER ROLE ... RESET secumon.jwt_secret / ALTER DATABASE ... RESET secumon.jwt_secret), choose a new secret and set that with ALTER SYSTEM SET secumon.jwt_secret = ''...''; SELECT pg_reload_conf();';
+    END IF;
+END
+$jwt_secret$;

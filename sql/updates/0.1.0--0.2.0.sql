@@ -46,3 +46,61 @@ ALTER TABLE secumon.metric_rollup_5min DROP CONSTRAINT metric_rollup_5min_pkey;
 ALTER TABLE secumon.metric_rollup_1hour DROP CONSTRAINT metric_rollup_1hour_pkey;
 ALTER TABLE secumon.disk_rollup_1hour DROP CONSTRAINT disk_rollup_1hour_pkey;
 ALTER TABLE secumon.network_rollup_1hour DROP CONSTRAINT network_rollup_1hour_pkey;
+
+-- Tenant isolation (docs/auth.md, "Threat model"): the operator functions check with
+-- secumon._check_tenant_write(what) and _tenant_writable(tenant) instead; the reader role no
+-- longer executes the functions that write; channels get the policy of sql/notify.sql.
+DROP FUNCTION secumon._check_tenant_write(text, text);
+REVOKE EXECUTE ON FUNCTION secumon.change_password(text, text), secumon.create_user(text, text, text, text, text),
+                           secumon.set_user_role(text, text), secumon.set_user_password(text, text),
+                           secumon.deactivate_user(text), secumon.activate_user(text),
+                           secumon.revoke_sessions(text, uuid)
+    FROM secumon_reader;
+-- Clients no longer choose ids (sql/alerting.sql grants the other columns).
+REVOKE INSERT, UPDATE ON secumon.alert_rules, secumon.silences FROM secumon_web;
+DROP POLICY secumon_tenant_select ON secumon.notification_channels;
+DROP POLICY secumon_tenant_insert ON secumon.notification_channels;
+DROP POLICY secumon_tenant_update ON secumon.notification_channels;
+DROP POLICY secumon_tenant_delete ON secumon.notification_channels;
+CREATE POLICY secumon_tenant_admin ON secumon.notification_channels
+USING ((SELECT secumon._rls_open())
+       OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
+           AND (SELECT secumon._rls_may_write(true))))
+WITH CHECK ((SELECT secumon._rls_open())
+            OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
+                AND (SELECT secumon._rls_may_write(true))));
+ALTER TABLE secumon.notification_channels
+    ALTER COLUMN tenant_ids SET DEFAULT CASE WHEN secumon.current_tenant() IS NOT NULL THEN ARRAY[secumon.current_tenant()] END;
+
+-- Oracles, secrets and denial of service across tenants (docs/auth.md, docs/storage.md).
+-- Layouts are unique by a digest of their series: a B-tree entry of the series themselves
+-- cannot hold a layout of a few hundred series (and failed after taking their ids).
+CREATE FUNCTION secumon._layout_key(series text[]) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.array_to_string(series, ','), 'UTF8'));
+ALTER TABLE secumon.metric_layouts DROP CONSTRAINT metric_layouts_series_key;
+CREATE UNIQUE INDEX metric_layouts_series_key ON secumon.metric_layouts (secumon._layout_key(series));
+-- Which agents stored samples with which layout: decides what a tenant sees of metric_layouts
+-- and metric_series (policies in 0.1.0--0.2.0.post.sql). Reads every stored sample once.
+CREATE TABLE secumon._agent_layouts (
+    agent_key integer NOT NULL,
+    layout_id integer NOT NULL,
+    PRIMARY KEY (agent_key, layout_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('secumon._agent_layouts', '');
+INSERT INTO secumon._agent_layouts (agent_key, layout_id)
+SELECT DISTINCT s.agent_key, s.layout_id FROM secumon.metric_samples s;
+-- Series ids are 64-bit (metric_series.series_id, metric_layouts.series_ids and the functions
+-- that take or return one): the names are the agents' to choose and every tenant shares the
+-- sequence. The two views over them are dropped here and made again with the definitions.
+DROP VIEW secumon.metrics_5min, secumon.metrics_1hour;
+DROP FUNCTION secumon._series_id(text);
+DROP FUNCTION secumon._history(integer, integer, timestamptz, timestamptz, integer);
+DROP AGGREGATE secumon._summarize(integer[], float8[]);
+DROP FUNCTION secumon._summarize_sfunc(internal, integer[], float8[]);
+DROP FUNCTION secumon._summary_unnest(bytea);
+DROP FUNCTION secumon._summary_series(bytea, integer);
+DROP FUNCTION secumon._summary_points(timestamptz[], bytea[], integer, bigint);
+ALTER TABLE secumon.metric_series ALTER COLUMN series_id TYPE bigint;
+ALTER SEQUENCE secumon.metric_series_series_id_seq AS bigint;
+ALTER TABLE secumon.metric_layouts ALTER COLUMN series_ids TYPE bigint[];

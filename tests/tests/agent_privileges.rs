@@ -2,7 +2,13 @@
 
 use secumon_e2e::*;
 
-const TIME: &str = "2024-05-01 10:00:00+00";
+/// A report time inside the accepted window (secumon.ingest_window_past), `seconds` later than
+/// an hour ago.
+fn report_time(cluster: &Cluster, seconds: u32) -> String {
+    cluster.psql_one(&format!(
+        "SELECT (date_trunc('second', now()) - interval '1 hour' + interval '{seconds} seconds')::text"
+    ))
+}
 
 #[test]
 fn agent_role_cannot_read_tables() {
@@ -35,8 +41,9 @@ fn agent_role_cannot_write_for_another_agent() {
     let mut owner_client = cluster.client_for(&owner);
     let mut intruder_client = cluster.client_for(&intruder);
 
+    let time = report_time(&cluster, 0);
     register_agent(&mut owner_client, "a").expect("expected the first role to register agent a");
-    assert!(Report::sample("a", TIME)
+    assert!(Report::sample("a", &time)
         .ingest(&mut owner_client)
         .expect("owner ingest"));
 
@@ -46,13 +53,13 @@ fn agent_role_cannot_write_for_another_agent() {
         "register_agent('a') by a role that does not own agent a",
     );
     assert_sqlstate(
-        Report::sample("a", "2024-05-01 10:00:10+00").ingest(&mut intruder_client),
+        Report::sample("a", &report_time(&cluster, 10)).ingest(&mut intruder_client),
         "42501",
         "ingest for agent a by a role that does not own it",
     );
     // The intruder may still register and write for an agent of its own.
     register_agent(&mut intruder_client, "b").expect("expected a second role to register agent b");
-    assert!(Report::sample("b", TIME)
+    assert!(Report::sample("b", &time)
         .ingest(&mut intruder_client)
         .expect("intruder ingest for b"));
 
@@ -76,7 +83,8 @@ fn ingest_is_idempotent() {
     let role = cluster.create_agent_role("agent_replayer");
     let mut client = cluster.client_for(&role);
     register_agent(&mut client, "replayed").unwrap();
-    let report = Report::sample("replayed", TIME);
+    let time = report_time(&cluster, 0);
+    let report = Report::sample("replayed", &time);
     assert!(
         report.ingest(&mut client).unwrap(),
         "expected the first ingest to return true (stored)"
@@ -87,8 +95,8 @@ fn ingest_is_idempotent() {
     );
 
     let counts = cluster.psql(&format!(
-        "SELECT (SELECT count(*) FROM secumon.metrics WHERE agent_id = 'replayed' AND time = '{TIME}'),
-                (SELECT count(*) FROM secumon.metrics WHERE agent_id = 'replayed' AND time = '{TIME}'
+        "SELECT (SELECT count(*) FROM secumon.metrics WHERE agent_id = 'replayed' AND time = '{time}'),
+                (SELECT count(*) FROM secumon.metrics WHERE agent_id = 'replayed' AND time = '{time}'
                                                         AND metric_type = 'cpu' AND metric_name = 'usage_percent'),
                 (SELECT count(*) FROM secumon.disk_metrics WHERE agent_id = 'replayed'),
                 (SELECT count(*) FROM secumon.network_metrics WHERE agent_id = 'replayed'),

@@ -7,7 +7,13 @@ use std::time::Duration;
 use secumon_e2e::postgres::{Client, NoTls};
 use secumon_e2e::*;
 
-const TIME: &str = "2024-05-01 10:00:00+00";
+/// A report time inside the accepted window (secumon.ingest_window_past), `seconds` later than
+/// an hour ago.
+fn report_time(cluster: &Cluster, seconds: u32) -> String {
+    cluster.psql_one(&format!(
+        "SELECT (date_trunc('second', now()) - interval '1 hour' + interval '{seconds} seconds')::text"
+    ))
+}
 
 /// Two tenants, an agent each (written through the agents' own write path), and SecuMon users:
 /// alice (admin) and carol (readonly) in acme, bob (admin) in globex.
@@ -17,7 +23,7 @@ fn two_tenants(cluster: &Cluster) {
         let role = cluster.create_agent_role(&format!("agent_{}", agent.replace('-', "_")));
         let mut client = cluster.client_for(&role);
         register_agent(&mut client, agent).expect("expected the agent to register");
-        assert!(Report::sample(agent, TIME)
+        assert!(Report::sample(agent, &report_time(cluster, 0))
             .ingest(&mut client)
             .expect("expected ingest to work under RLS"));
         cluster.psql(&format!(
@@ -337,7 +343,7 @@ fn two_tenants_cannot_see_or_modify_each_others_rows() {
     }
     for (relation, expected) in [
         ("agents", 1),
-        ("metrics", Report::sample("x", TIME).series.len() as i64),
+        ("metrics", Report::sample("x", &report_time(&cluster, 0)).series.len() as i64),
         ("metric_samples", 1),
         ("disk_metrics", 1),
         ("network_metrics", 1),
@@ -476,8 +482,8 @@ fn agents_write_path_works_under_forced_row_level_security() {
     let role = cluster.create_agent_role("agent_under_rls");
     let mut agent = cluster.client_for(&role);
     register_agent(&mut agent, "rls-host").expect("expected register_agent to work under forced RLS");
-    assert!(Report::sample("rls-host", TIME).ingest(&mut agent).unwrap());
-    assert!(Report::sample("rls-host", "2024-05-01 10:00:10+00")
+    assert!(Report::sample("rls-host", &report_time(&cluster, 0)).ingest(&mut agent).unwrap());
+    assert!(Report::sample("rls-host", &report_time(&cluster, 10))
         .ingest(&mut agent)
         .unwrap());
     assert_eq!(

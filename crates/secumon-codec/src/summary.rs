@@ -3,7 +3,8 @@
 //! float rounding (sums), so an hour is the merge of its twelve 5-minute buckets.
 //!
 //! Layout: `u8 version, varint n, n × (varint series-id delta, f64 sum, varint len, sketch)`,
-//! series ascending. count, min and max live in the sketch.
+//! series ascending. count, min and max live in the sketch. Series ids are 64-bit
+//! (secumon.metric_series.series_id is bigint); the encoding is the same for any width.
 
 use crate::bits::{put_bytes, put_f64, put_varint, Reader};
 use crate::sketch::Sketch;
@@ -50,10 +51,10 @@ impl SeriesStats {
 #[derive(Default)]
 pub struct SummaryBuilder {
     /// Sorted by series id.
-    series: Vec<(i32, SeriesStats)>,
+    series: Vec<(i64, SeriesStats)>,
     /// Positions in `series` for the last layout seen, so consecutive rows of one layout skip
     /// the lookups.
-    last_layout: Vec<i32>,
+    last_layout: Vec<i64>,
     last_slots: Vec<usize>,
 }
 
@@ -62,7 +63,7 @@ impl SummaryBuilder {
         Self::default()
     }
 
-    fn slot(&mut self, id: i32) -> usize {
+    fn slot(&mut self, id: i64) -> usize {
         match self.series.binary_search_by_key(&id, |(i, _)| *i) {
             Ok(p) => p,
             Err(p) => {
@@ -75,7 +76,7 @@ impl SummaryBuilder {
     }
 
     /// Adds one report: `ids[i]` is the series of `vals[i]`; NULL values are skipped.
-    pub fn add_row(&mut self, ids: &[i32], vals: &[Option<f64>]) {
+    pub fn add_row(&mut self, ids: &[i64], vals: &[Option<f64>]) {
         if self.last_layout.as_slice() != ids {
             // Create every slot first, then record positions (creation may shift them).
             for &id in ids {
@@ -91,7 +92,7 @@ impl SummaryBuilder {
         }
     }
 
-    pub fn add_value(&mut self, id: i32, v: f64) {
+    pub fn add_value(&mut self, id: i64, v: f64) {
         let s = self.slot(id);
         self.series[s].1.add(v);
     }
@@ -124,8 +125,8 @@ impl SummaryBuilder {
     }
 }
 
-fn encode<'a>(series: impl Iterator<Item = (i32, &'a SeriesStats)>) -> Vec<u8> {
-    let series: Vec<(i32, &SeriesStats)> = series.filter(|(_, s)| s.count() > 0).collect();
+fn encode<'a>(series: impl Iterator<Item = (i64, &'a SeriesStats)>) -> Vec<u8> {
+    let series: Vec<(i64, &SeriesStats)> = series.filter(|(_, s)| s.count() > 0).collect();
     let mut out = vec![VERSION];
     put_varint(&mut out, series.len() as u64);
     let mut prev = 0i64;
@@ -144,11 +145,11 @@ fn encode<'a>(series: impl Iterator<Item = (i32, &'a SeriesStats)>) -> Vec<u8> {
 /// A decoded summary.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
-    pub series: Vec<(i32, SeriesStats)>,
+    pub series: Vec<(i64, SeriesStats)>,
 }
 
 impl Summary {
-    pub fn get(&self, id: i32) -> Option<&SeriesStats> {
+    pub fn get(&self, id: i64) -> Option<&SeriesStats> {
         self.series.binary_search_by_key(&id, |(i, _)| *i).ok().map(|p| &self.series[p].1)
     }
 
@@ -161,19 +162,21 @@ impl Summary {
         if r.u8()? != VERSION {
             return Err(DecodeError::new("unknown summary version"));
         }
-        let n = r.len(1 << 16)?;
-        let mut series = Vec::with_capacity(n);
+        // Each series takes at least 10 bytes, so the input bounds n: a summary may hold as many
+        // series as an agent reported in its bucket (a fixed cap would make one tenant's wide
+        // bucket an error for the rollup job of every tenant).
+        let n = r.len(bytes.len() / 10)?;
+        let mut series = Vec::with_capacity(n.min(4096));
         let mut id = 0i64;
         for k in 0..n {
-            let d = r.varint()? as i64;
+            let d = i64::try_from(r.varint()?).map_err(|_| DecodeError::new("series id out of range"))?;
             if k > 0 && d == 0 {
                 return Err(DecodeError::new("summary series out of order"));
             }
-            id += d;
-            let id32 = i32::try_from(id).map_err(|_| DecodeError::new("series id out of range"))?;
+            id = id.checked_add(d).ok_or_else(|| DecodeError::new("series id out of range"))?;
             let sum = r.f64()?;
             let sketch = Sketch::from_bytes(r.bytes()?)?;
-            series.push((id32, SeriesStats { sum, sketch }));
+            series.push((id, SeriesStats { sum, sketch }));
         }
         if !r.is_empty() {
             return Err(DecodeError::new("trailing bytes after summary"));
@@ -183,18 +186,18 @@ impl Summary {
 
     /// (count, sum, min, max) of one series, reading only the head of its sketch: what a
     /// history needs, at a fraction of the cost of decoding the bins.
-    pub fn find_stats_in_bytes(bytes: &[u8], want: i32) -> Result<Option<(u64, f64, f64, f64)>> {
+    pub fn find_stats_in_bytes(bytes: &[u8], want: i64) -> Result<Option<(u64, f64, f64, f64)>> {
         let mut r = Reader::new(bytes);
         if r.u8()? != VERSION {
             return Err(DecodeError::new("unknown summary version"));
         }
-        let n = r.len(1 << 16)?;
+        let n = r.len(bytes.len() / 10)?;
         let mut id = 0i64;
         for _ in 0..n {
-            id += r.varint()? as i64;
+            id = id.wrapping_add(r.varint()? as i64);
             let sum = r.f64()?;
             let sk = r.bytes()?;
-            if id == want as i64 {
+            if id == want {
                 let mut h = Reader::new(sk);
                 let count = h.varint()?;
                 if count == 0 {
@@ -202,7 +205,7 @@ impl Summary {
                 }
                 return Ok(Some((count, sum, h.f64()?, h.f64()?)));
             }
-            if id > want as i64 {
+            if id > want {
                 break;
             }
         }
@@ -210,21 +213,21 @@ impl Summary {
     }
 
     /// Statistics of one series without decoding the others' sketches.
-    pub fn find_in_bytes(bytes: &[u8], want: i32) -> Result<Option<SeriesStats>> {
+    pub fn find_in_bytes(bytes: &[u8], want: i64) -> Result<Option<SeriesStats>> {
         let mut r = Reader::new(bytes);
         if r.u8()? != VERSION {
             return Err(DecodeError::new("unknown summary version"));
         }
-        let n = r.len(1 << 16)?;
+        let n = r.len(bytes.len() / 10)?;
         let mut id = 0i64;
         for _ in 0..n {
-            id += r.varint()? as i64;
+            id = id.wrapping_add(r.varint()? as i64);
             let sum = r.f64()?;
             let sk = r.bytes()?;
-            if id == want as i64 {
+            if id == want {
                 return Ok(Some(SeriesStats { sum, sketch: Sketch::from_bytes(sk)? }));
             }
-            if id > want as i64 {
+            if id > want {
                 break;
             }
         }
@@ -274,6 +277,19 @@ mod tests {
                 assert_eq!(a.sketch.quantile(q), b.sketch.quantile(q));
             }
         }
+    }
+
+    #[test]
+    fn ids_beyond_32_bits_and_wide_buckets_round_trip() {
+        let big = i64::from(i32::MAX) + 10;
+        let mut b = SummaryBuilder::new();
+        let ids: Vec<i64> = (0..100_000).map(|i| big + i * 3).collect();
+        b.add_row(&ids, &vec![Some(1.5); ids.len()]);
+        let bytes = b.finish().to_bytes();
+        let back = Summary::from_bytes(&bytes).unwrap();
+        assert_eq!(back.series.len(), 100_000, "a bucket with more than 65,536 series decodes");
+        assert_eq!(back.series[0].0, big);
+        assert_eq!(Summary::find_stats_in_bytes(&bytes, big + 3 * 99_999).unwrap(), Some((1, 1.5, 1.5, 1.5)));
     }
 
     #[test]

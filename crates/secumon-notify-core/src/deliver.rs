@@ -87,7 +87,7 @@ pub fn deliver(channel: &Channel, n: &Notification, options: &DeliveryOptions, h
     let mut report = match (payload::build(channel, n, unix_time), &channel.settings) {
         (Outgoing::Http(request), _) => send_http(channel, &request, http, timeout),
         (Outgoing::Email(content), Settings::Email(settings)) => {
-            send_email(settings, n, &content, options.connect_timeout.max(timeout))
+            send_email(settings, n, &content, options.connect_timeout.max(timeout), channel.secrets())
         }
         (Outgoing::Email(_), _) => unreachable!("only e-mail channels build e-mails"),
     };
@@ -114,7 +114,8 @@ fn send_http(channel: &Channel, request: &HttpRequest, http: &ureq::Agent, timeo
             let read = response.body_mut().as_reader().take(RESPONSE_READ_BYTES).read_to_end(&mut bytes);
             let body = String::from_utf8_lossy(&bytes).into_owned();
             let outcome = policy::classify_http(channel.kind, status, retry_after.as_deref(), &body, SystemTime::now());
-            let mut response_text = cut(body.trim(), RESPONSE_KEEP_CHARS);
+            // Secrets go before the cut: one straddling it must not survive as a prefix.
+            let mut response_text = cut(redact(&body, channel.secrets()).trim(), RESPONSE_KEEP_CHARS);
             if let Some(ra) = retry_after {
                 response_text = format!("[Retry-After: {ra}] {response_text}");
             }
@@ -151,7 +152,9 @@ fn describe_http_error(e: &ureq::Error) -> String {
     }
 }
 
-fn send_email(s: &EmailSettings, n: &Notification, content: &EmailContent, timeout: Duration) -> Report {
+fn send_email(s: &EmailSettings, n: &Notification, content: &EmailContent, timeout: Duration, secrets: &[String]) -> Report {
+    // Secrets go before any cut: one straddling it must not survive as a prefix.
+    let cut = |text: &str, max_chars: usize| cut(&redact(text, secrets), max_chars);
     let failure = |outcome: Outcome, error: String| Report {
         outcome,
         status: None,
@@ -299,6 +302,12 @@ mod tests {
         (url, handle)
     }
 
+    /// An HTTP answer with `status` and `body`, for [`serve_once`].
+    fn answer_with(status: u16, body: &str) -> &'static str {
+        let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        Box::leak(answer.into_boxed_str())
+    }
+
     fn notification() -> Notification {
         Notification::test("k-1", "2026-11-25T10:00:00Z")
     }
@@ -336,6 +345,41 @@ mod tests {
         assert!(matches!(report.outcome, Outcome::Retryable { .. }), "{report:?}");
         let all = format!("{report:?}");
         assert!(!all.contains("SECRETtoken"), "{all}");
+    }
+
+    /// A receiver that echoes what it was sent (a debugging endpoint, a misconfigured proxy)
+    /// must not get the channel's secrets stored: `last_response` is readable by every user of
+    /// the tenant through secumon.notification_history.
+    #[test]
+    fn an_echoed_bearer_token_is_not_kept_in_the_answer() {
+        let (url, server) = serve_once(answer_with(401, "unknown token tok-0123456789abcdefSECRET here"));
+        let channel = Channel::parse(
+            "c",
+            "webhook",
+            &json!({"url": url, "headers": {"Authorization": "Bearer tok-0123456789abcdefSECRET"}}),
+        )
+        .unwrap();
+        let options = DeliveryOptions::default();
+        let report = deliver(&channel, &notification(), &options, &http_agent(&options));
+        server.join().unwrap();
+        assert_eq!(report.status, Some(401));
+        let all = format!("{report:?}");
+        assert!(!all.contains("SECRET"), "the bare token was kept: {all}");
+        assert!(report.response.contains("unknown token [redacted] here"), "{}", report.response);
+    }
+
+    /// The answer is cut to RESPONSE_KEEP_CHARS: a secret straddling the cut must not survive
+    /// as a prefix.
+    #[test]
+    fn a_secret_straddling_the_cut_is_not_kept_in_part() {
+        let body = format!("{}hmac-secret-0123456789-SECRET", "x".repeat(RESPONSE_KEEP_CHARS - 10));
+        let (url, server) = serve_once(answer_with(400, &body));
+        let channel =
+            Channel::parse("c", "webhook", &json!({"url": url, "hmac_secret": "hmac-secret-0123456789-SECRET"})).unwrap();
+        let options = DeliveryOptions::default();
+        let report = deliver(&channel, &notification(), &options, &http_agent(&options));
+        server.join().unwrap();
+        assert!(!report.response.contains("hmac-sec"), "a prefix of the secret was kept: {}", report.response);
     }
 
     #[test]

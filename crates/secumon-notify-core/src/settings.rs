@@ -315,20 +315,38 @@ fn validate(settings: &Settings) -> Result<(), String> {
 }
 
 /// Every string in the settings that could be a secret: whole URLs (webhook URLs are bearer
-/// credentials), their path and query, tokens, passwords, keys and header values.
+/// credentials), their path, query values and user info, tokens, passwords, keys and header
+/// values — header credentials also without their scheme (`Bearer …`, `Basic …` decoded) — and
+/// each of them also as a JSON string or a URL would carry it, since a receiver may echo any
+/// of those forms.
 fn secret_values(settings: &Value) -> Vec<String> {
     let mut secrets = Vec::new();
     let Some(map) = settings.as_object() else { return secrets };
+    // Parts of a secret are kept only when long enough not to be ordinary words.
+    let part = |secrets: &mut Vec<String>, piece: &str| {
+        if piece.len() >= 8 {
+            secrets.push(piece.to_string());
+        }
+    };
     for (key, value) in map {
         match (key.as_str(), value) {
             ("url" | "api_url", Value::String(url)) => {
                 secrets.push(url.clone());
-                // The path alone is the secret for Slack/Teams/Discord-style hooks.
                 if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
-                    if let Some(slash) = rest.find('/') {
-                        let path = &rest[slash..];
-                        if path.len() > 8 {
-                            secrets.push(path.to_string());
+                    let (authority, path) = rest.find('/').map_or((rest, ""), |slash| rest.split_at(slash));
+                    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                        part(&mut secrets, userinfo);
+                        if let Some((_, password)) = userinfo.split_once(':') {
+                            part(&mut secrets, password);
+                        }
+                    }
+                    // The path alone is the secret for Slack/Teams/Discord-style hooks.
+                    if path.len() > 8 {
+                        secrets.push(path.to_string());
+                    }
+                    if let Some((_, query)) = path.split_once('?') {
+                        for pair in query.split('&') {
+                            part(&mut secrets, pair.split_once('=').map_or(pair, |(_, v)| v));
                         }
                     }
                 }
@@ -336,17 +354,32 @@ fn secret_values(settings: &Value) -> Vec<String> {
             ("bot_token" | "password" | "hmac_secret" | "routing_key", Value::String(s)) => {
                 secrets.push(s.clone());
                 if let Some((_, tail)) = s.split_once(':') {
-                    if tail.len() >= 8 {
-                        secrets.push(tail.to_string());
-                    }
+                    part(&mut secrets, tail);
                 }
             }
             ("headers", Value::Object(headers)) => {
-                secrets.extend(headers.values().filter_map(|v| v.as_str()).map(str::to_string));
+                for header in headers.values().filter_map(|v| v.as_str()) {
+                    secrets.push(header.to_string());
+                    // "Bearer <token>", "Token <token>", "Basic <base64(user:password)>"...
+                    if let Some((scheme, credential)) = header.trim().split_once(char::is_whitespace) {
+                        let credential = credential.trim();
+                        part(&mut secrets, credential);
+                        if scheme.eq_ignore_ascii_case("basic") {
+                            if let Some(decoded) = crate::redact::base64_decode(credential) {
+                                part(&mut secrets, &decoded);
+                                if let Some((_, password)) = decoded.split_once(':') {
+                                    part(&mut secrets, password);
+                                }
+                            }
+                        }
+                    }
+                }
             }
             _ => {}
         }
     }
+    let encoded: Vec<String> = secrets.iter().flat_map(|s| crate::redact::encodings(s)).collect();
+    secrets.extend(encoded);
     secrets.retain(|s| s.len() >= 4);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
@@ -418,6 +451,31 @@ mod tests {
     fn reserved_headers_cannot_be_overridden() {
         let err = Channel::parse("c", "webhook", &json!({"url": "http://h/x", "headers": {"X-SecuMon-Signature": "x"}})).unwrap_err();
         assert!(err.contains("cannot be overridden"), "{err}");
+    }
+
+    /// A receiver may echo a credential without its scheme, or in the encoding of its answer:
+    /// every form counts as the secret.
+    #[test]
+    fn secrets_include_credentials_without_their_scheme_and_their_encodings() {
+        let c = Channel::parse(
+            "c",
+            "webhook",
+            &json!({"url": "https://h.example/hook?api_key=query-key-0123456789&x=1",
+                    "headers": {"Authorization": "Bearer tok-0123/456789\"abcdef",
+                                "X-Api": "Basic dXNlcjpwYXNzd29yZC0wMTIzNDU2Nzg5"}}),
+        )
+        .unwrap();
+        let secrets = c.secrets();
+        for expected in [
+            "tok-0123/456789\"abcdef",        // the bearer token alone
+            "tok-0123\\/456789\\\"abcdef",  // as a JSON string escapes it
+            "tok-0123%2F456789%22abcdef",     // percent-encoded
+            "query-key-0123456789",           // a query parameter's value
+            "user:password-0123456789",       // Basic credentials, decoded
+            "password-0123456789",
+        ] {
+            assert!(secrets.iter().any(|s| s == expected), "{expected:?} missing from {secrets:?}");
+        }
     }
 
     #[test]

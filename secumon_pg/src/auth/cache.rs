@@ -1,5 +1,6 @@
-//! Backend-local caches of the signing keys, of users' token state and of which tenant each
-//! agent belongs to, so that verifying a token and checking a row's tenant cost no query.
+//! Backend-local caches of the signing keys, of users' token state, of which tenant each
+//! agent belongs to and of which layouts its agents use, so that verifying a token and checking
+//! a row's tenant cost no query.
 //! A trigger on each cached table sends a relcache invalidation when it changes; PostgreSQL
 //! delivers it to every backend at its next transaction (and to this backend at once, also
 //! when it rolls back), and the callback below makes that table's caches stale.
@@ -14,16 +15,21 @@ pub enum Table {
     Users = 0,
     Keys = 1,
     Agents = 2,
+    /// secumon._agent_layouts: which layouts (and so series) a tenant's agents use.
+    AgentLayouts = 3,
 }
+
+const TABLES: usize = 4;
 
 const NAMES: &str = "SELECT pg_catalog.to_regclass('secumon.users')::pg_catalog.oid, \
                             pg_catalog.to_regclass('secumon._jwt_keys')::pg_catalog.oid, \
-                            pg_catalog.to_regclass('secumon.agents')::pg_catalog.oid";
+                            pg_catalog.to_regclass('secumon.agents')::pg_catalog.oid, \
+                            pg_catalog.to_regclass('secumon._agent_layouts')::pg_catalog.oid";
 
 thread_local! {
-    static GENERATIONS: [Cell<u64>; 3] = const { [Cell::new(1), Cell::new(1), Cell::new(1)] };
+    static GENERATIONS: [Cell<u64>; TABLES] = const { [Cell::new(1), Cell::new(1), Cell::new(1), Cell::new(1)] };
     /// OIDs of the cached tables; InvalidOid until known (then every invalidation counts).
-    static WATCHED: Cell<[pg_sys::Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
+    static WATCHED: Cell<[pg_sys::Oid; TABLES]> = const { Cell::new([pg_sys::InvalidOid; TABLES]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -63,12 +69,14 @@ pub fn watch_tables() {
                 row.get::<pg_sys::Oid>(1)?,
                 row.get::<pg_sys::Oid>(2)?,
                 row.get::<pg_sys::Oid>(3)?,
+                row.get::<pg_sys::Oid>(4)?,
             ])
         })
     });
     WATCHED.set(match oids {
-        Ok([Some(users), Some(keys), Some(agents)]) => [users, keys, agents],
-        _ => [pg_sys::InvalidOid; 3],
+        Ok([Some(users), Some(keys), Some(agents), Some(agent_layouts)]) => [users, keys, agents, agent_layouts],
+        // Not installed yet (or 0.1.0's SQL during an update): every invalidation counts.
+        _ => [pg_sys::InvalidOid; TABLES],
     });
 }
 

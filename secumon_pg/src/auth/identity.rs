@@ -182,8 +182,13 @@ fn parse_uuid(text: &str) -> Option<pgrx::Uuid> {
 /// exists, is active and has not had its tokens revoked since. The reason for a refusal is
 /// returned for the server log; callers raise the generic error.
 pub fn verify(token: &str) -> Result<(jwt::Claims, UserState), jwt::Rejection> {
-    let kid = jwt::key_id(token)?;
-    let secret = keys::verification_key(&kid, transaction_time()).ok_or(jwt::Rejection::UnknownKeyId)?;
+    let secret = match jwt::key_id(token) {
+        Ok(kid) => keys::verification_key(&kid, transaction_time()).ok_or(jwt::Rejection::UnknownKeyId)?,
+        // Other services sharing secumon.jwt_secret (the API SecuMon replaces) sign without a
+        // kid: such a token is checked against the configuration file's key, never a table key.
+        Err(jwt::Rejection::MissingKeyId) => keys::configuration_file_key().ok_or(jwt::Rejection::MissingKeyId)?,
+        Err(other) => return Err(other),
+    };
     // jsonwebtoken has no business panicking on input, but a panic must never become an
     // XX000 that tells an attacker more than the generic error does.
     let claims = std::panic::catch_unwind(|| jwt::verify(token, &secret)).unwrap_or(Err(jwt::Rejection::Malformed))?;

@@ -1,5 +1,5 @@
 //! SecuMon access tokens: HS256 JWTs with issuer `secumon-api` and a `kid` header naming the
-//! key. Pure Rust (no PostgreSQL calls), so the attack matrix can be reasoned about in one place.
+//! key (tokens of other services sharing `secumon.jwt_secret` may have none). Pure Rust (no PostgreSQL calls), so the attack matrix can be reasoned about in one place.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -20,6 +20,9 @@ pub struct Claims {
     pub email: Option<String>,
     pub role: String,
     pub tenant_id: String,
+    /// Absent from tokens other services issue: 0, the token_version of a user whose tokens
+    /// were never revoked, so a logout still ends them.
+    #[serde(default)]
     pub ver: i64,
     pub iat: i64,
     pub exp: i64,
@@ -43,7 +46,9 @@ impl std::fmt::Display for Rejection {
         match self {
             Rejection::TooLong => write!(f, "token longer than {MAX_TOKEN_BYTES} bytes"),
             Rejection::Malformed => write!(f, "malformed token"),
-            Rejection::MissingKeyId => write!(f, "token header has no kid"),
+            Rejection::MissingKeyId => {
+                write!(f, "token header has no kid, and secumon.jwt_secret is not set in the configuration file")
+            }
             Rejection::UnknownKeyId => write!(f, "token signed with an unknown or expired key"),
             Rejection::Refused(why) => write!(f, "{why}"),
         }

@@ -32,13 +32,26 @@ thread_local! {
     static GUC_KEY: RefCell<Option<(Vec<u8>, String)>> = const { RefCell::new(None) };
 }
 
-/// Check hook of `secumon.jwt_secret`: refuses secrets shorter than 32 bytes. The message does
-/// not repeat the value (PostgreSQL's default message would).
+/// Whether a value of `secumon.jwt_secret` from `source` would be stored where other roles can
+/// read it: `ALTER ROLE/DATABASE ... SET` (pg_db_role_setting, shown in pg_roles.rolconfig to
+/// everyone) and a function's `SET` clause (pg_proc.proconfig). PostgreSQL checks those
+/// commands' values with source PGC_S_TEST, and applies stored ones at connection start with
+/// the database and role sources. The configuration file and `ALTER SYSTEM` (PGC_S_FILE), the
+/// postmaster's command line and a superuser's own `SET` remain.
+fn readable_by_others(source: pg_sys::GucSource::Type) -> bool {
+    use pg_sys::GucSource::*;
+    matches!(source, PGC_S_GLOBAL | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_TEST)
+}
+
+/// Check hook of `secumon.jwt_secret`: refuses secrets shorter than 32 bytes, and any secret
+/// from a source that other roles can read (see [`readable_by_others`]); unsetting is always
+/// allowed, so a stored copy can be removed. The messages never repeat the value (PostgreSQL's
+/// default message would).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn check_jwt_secret(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
+    source: pg_sys::GucSource::Type,
 ) -> bool {
     let len = unsafe {
         match newval.as_ref().filter(|v| !v.is_null()) {
@@ -46,6 +59,23 @@ pub unsafe extern "C-unwind" fn check_jwt_secret(
             None => 0,
         }
     };
+    if len > 0 && readable_by_others(source) {
+        unsafe {
+            pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_CANT_CHANGE_RUNTIME_PARAM as i32);
+            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+                c"secumon.jwt_secret can only be set in the configuration file or with ALTER SYSTEM".as_ptr(),
+            );
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
+                c"ALTER ROLE ... SET, ALTER DATABASE ... SET and a function's SET clause store the value where every role can read it (pg_roles.rolconfig, pg_db_role_setting, pg_proc.proconfig)."
+                    .as_ptr(),
+            );
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
+                c"Run ALTER SYSTEM SET secumon.jwt_secret = '...' and SELECT pg_reload_conf(). Remove a stored copy with ALTER ROLE ... RESET secumon.jwt_secret or ALTER DATABASE ... RESET secumon.jwt_secret, and choose a new secret: the old one was readable."
+                    .as_ptr(),
+            );
+        }
+        return false;
+    }
     if len == 0 || len >= MIN_SECRET_BYTES {
         return true;
     }
@@ -192,6 +222,48 @@ pub fn verification_key(kid: &str, now: i64) -> Option<Vec<u8>> {
             .filter(|k| k.retired_at.is_none_or(|retired| retired + lifetime > now))
             .map(|k| k.secret.clone())
     })
+}
+
+/// `secumon.jwt_secret` as the configuration file (postgresql.conf or ALTER SYSTEM) sets it, if
+/// it does: the current value when it comes from there, else the value the session returns to
+/// on RESET when that does. A session's own `SET` never counts. Tokens without a `kid`, as
+/// other services sharing the secret issue them, are checked against this key only.
+pub fn configuration_file_key() -> Option<Vec<u8>> {
+    let name = c"secumon.jwt_secret";
+    // SAFETY: PostgreSQL 15's GUC array has GetNumConfigOptions() entries, each a valid
+    // config_generic whose name is a NUL-terminated string; a PGC_STRING entry is the first
+    // member of a config_string, whose variable points at the current value and whose
+    // reset_val is the RESET value (either may be NULL). Main thread only, as every pgrx call.
+    unsafe {
+        let variables = pg_sys::get_guc_variables();
+        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        if variables.is_null() {
+            return None;
+        }
+        for i in 0..count {
+            let variable = *variables.add(i);
+            if variable.is_null() || (*variable).name.is_null() || CStr::from_ptr((*variable).name) != name {
+                continue;
+            }
+            if (*variable).vartype != pg_sys::config_type::PGC_STRING {
+                return None;
+            }
+            let string = variable.cast::<pg_sys::config_string>();
+            let value = if (*variable).source == pg_sys::GucSource::PGC_S_FILE {
+                (*string).variable.as_ref().map_or(std::ptr::null_mut(), |v| *v)
+            } else if (*variable).reset_source == pg_sys::GucSource::PGC_S_FILE {
+                (*string).reset_val
+            } else {
+                std::ptr::null_mut()
+            };
+            if value.is_null() {
+                return None;
+            }
+            let bytes = CStr::from_ptr(value).to_bytes();
+            return (bytes.len() >= MIN_SECRET_BYTES).then(|| bytes.to_vec());
+        }
+    }
+    None
 }
 
 /// N random bytes from the operating system.

@@ -38,6 +38,8 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 /// Notifications claimed ahead per sender thread, so a thread finds its next job queued while
 /// the main thread records and claims.
 const PER_THREAD: i32 = 8;
+/// Wait before claiming, or recording results, again after giving way to another session's lock.
+const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// Grace for in-flight deliveries at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -107,6 +109,12 @@ pub struct Dispatcher {
     last_housekeeping: Option<Instant>,
     default_channels: Option<Vec<(String, String, Option<Value>)>>,
     lanes: HashMap<i32, Lane>,
+    /// Finished deliveries whose recording gave way to another session's lock; recorded with
+    /// the next ones (they stay in flight until then).
+    unrecorded: Vec<Finished>,
+    /// After a claim gave way to another session's lock, no claim before this (however often
+    /// the latch is set), so the notifier does not sit in that lock's queue.
+    claim_blocked_until: Option<Instant>,
 }
 
 /// Entry point body of the "secumon notifier" worker, once connected (worker::start_worker).
@@ -193,6 +201,8 @@ impl Dispatcher {
             last_housekeeping: None,
             default_channels: None,
             lanes: HashMap::new(),
+            unrecorded: Vec::new(),
+            claim_blocked_until: None,
         }
     }
 
@@ -222,14 +232,22 @@ impl Dispatcher {
             self.last_housekeeping = Some(now);
         }
         let max_parallel = gucs::MAX_PARALLEL.get().max(1) as usize;
-        if self.claim_needed && self.in_flight < max_parallel {
+        let claim_blocked = self.claim_blocked_until.is_some_and(|until| now < until);
+        if self.claim_needed && self.in_flight < max_parallel && !claim_blocked {
             self.claim_and_send(max_parallel - self.in_flight);
         }
     }
 
     fn next_wait(&self) -> Duration {
+        if !self.unrecorded.is_empty() {
+            // Recording gave way to a lock: try again soon, not every tick.
+            return LOCK_RETRY;
+        }
         if self.in_flight > 0 {
             return BUSY_TICK;
+        }
+        if let Some(until) = self.claim_blocked_until.filter(|until| *until > Instant::now()) {
+            return until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         }
         let poll = gucs::millis(&gucs::POLL_INTERVAL).max(Duration::from_millis(10));
         match self.next_due {
@@ -296,7 +314,7 @@ impl Dispatcher {
             self.per_channel.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).unzip();
         let threads_per_channel = gucs::CHANNEL_PARALLEL.get().max(1);
         let per_channel = threads_per_channel * PER_THREAD;
-        let claimed = worker::guarded(|| {
+        let claimed = worker::try_guarded(|| {
             let result = Spi::connect_mut(|client| {
                 let table = client.update(
                     "SELECT notification_id, idempotency_key::text, channel_id, channel_name, channel_type, settings::text, \
@@ -347,7 +365,13 @@ impl Dispatcher {
                 Err(e) => error!("secumon notifier: claiming notifications failed: {e}"),
             }
         });
-        let (rows, next_due) = claimed;
+        let Some((rows, next_due)) = claimed else {
+            // Gave way to another session's lock (or the extension is gone): try again later.
+            self.claim_blocked_until = Some(Instant::now() + LOCK_RETRY);
+            self.claim_needed = true;
+            return;
+        };
+        self.claim_blocked_until = None;
         self.next_due = next_due.map(|secs| {
             // Due work we could not take (capacity, ordering) is looked at again when
             // deliveries finish; this bounds how often a blocked backlog is re-read.
@@ -452,7 +476,7 @@ impl Dispatcher {
 
     /// Records every finished delivery in one transaction. True if any was recorded.
     fn record_finished(&mut self) -> bool {
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.unrecorded);
         while let Ok(finished) = self.rx.try_recv() {
             done.push(finished);
         }
@@ -503,7 +527,7 @@ impl Dispatcher {
             latencies.push(f.report.latency.as_secs_f64() * 1000.0);
             finished_ago.push(now.duration_since(f.finished_at).as_secs_f64() * 1000.0);
         }
-        worker::guarded(|| {
+        let recorded = worker::try_guarded(|| {
             if let Err(e) = Spi::run_with_args(
                 "SELECT secumon._notification_record($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[ids.into(), outcomes.into(), delays.into(), statuses.into(), responses.into(), errors.into(), latencies.into(), finished_ago.into()],
@@ -512,6 +536,12 @@ impl Dispatcher {
                 warning!("secumon notifier: recording {n} delivery results failed: {e}");
             }
         });
+        if recorded.is_none() {
+            // Gave way to another session's lock (or the extension is gone): keep the results
+            // and try again next cycle; the rows stay ours ('sending') meanwhile.
+            self.unrecorded = done;
+            return;
+        }
         for f in done {
             self.in_flight = self.in_flight.saturating_sub(1);
             if let Some(count) = self.per_channel.get_mut(&f.channel_id) {
@@ -527,7 +557,7 @@ impl Dispatcher {
     /// are sent again after the restart.
     fn shutdown(&mut self) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.unrecorded);
         while self.in_flight > done.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -91,19 +91,28 @@ pub(crate) fn delivery_options() -> notify_core::DeliveryOptions {
 #[pg_extern(volatile, parallel_unsafe)]
 fn test_channel(name: &str) -> JsonB {
     let row = Spi::connect(|client| {
+        // Read as text and parsed here: pgrx's jsonb conversion panics (XX000) on a document
+        // deeper than serde_json's recursion limit, which settings stored before 0.2.0 may be.
         let rows = client.select(
-            "SELECT type, settings FROM secumon.notification_channels WHERE name = $1",
+            "SELECT type, settings::text FROM secumon.notification_channels WHERE name = $1",
             Some(1),
             &[name.into()],
         )?;
         let mut found = None;
         for row in rows {
-            found = Some((row.get::<String>(1)?.unwrap_or_default(), row.get::<JsonB>(2)?.map(|j| j.0)));
+            found = Some((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?));
         }
         Ok::<_, pgrx::spi::Error>(found)
     });
     let (kind, settings) = match row {
-        Ok(Some((kind, Some(settings)))) => (kind, settings),
+        Ok(Some((kind, Some(settings)))) => match serde_json::from_str::<serde_json::Value>(&settings) {
+            Ok(settings) => (kind, settings),
+            Err(e) => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("the settings of notification channel \"{name}\" cannot be read: {e}"),
+                Some("Store the channel's settings again (UPDATE secumon.notification_channels SET settings = ...)."),
+            ),
+        },
         Ok(_) => raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("notification channel \"{name}\" does not exist"),

@@ -46,12 +46,38 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> ! {
 #[derive(Default)]
 struct SummarizeState {
     builder: SummaryBuilder,
-    ids: Vec<i32>,
+    ids: Vec<i64>,
     vals: Vec<Option<f64>>,
 }
 
-/// Transition function of `secumon._summarize(series_ids int[], vals float8[])`.
-#[pg_extern(immutable, parallel_safe)]
+impl SummarizeState {
+    fn add_row(&mut self, ids: impl Iterator<Item = i64>, vals: Array<f64>) {
+        self.ids.clear();
+        self.ids.extend(ids);
+        self.vals.clear();
+        self.vals.extend(vals.iter());
+        self.builder.add_row(&self.ids, &self.vals);
+    }
+}
+
+/// Transition function of `secumon._summarize(series_ids bigint[], vals float8[])`.
+#[pg_extern(immutable, parallel_safe, name = "_summarize_sfunc")]
+fn _summarize_sfunc_bigint(
+    mut state: Internal,
+    series_ids: Option<Array<i64>>,
+    vals: Option<Array<f64>>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    let st = unsafe { agg_state::<SummarizeState>(&mut state, fcinfo) };
+    if let (Some(ids), Some(vals)) = (series_ids, vals) {
+        st.add_row(ids.iter().map(|i| i.unwrap_or(0)), vals);
+    }
+    state
+}
+
+/// 0.1.0's transition function over integer series ids: kept (without SQL) so that the 0.1.0
+/// install script still works with this library until ALTER EXTENSION secumon UPDATE.
+#[pg_extern(immutable, parallel_safe, sql = false)]
 fn _summarize_sfunc(
     mut state: Internal,
     series_ids: Option<Array<i32>>,
@@ -60,11 +86,7 @@ fn _summarize_sfunc(
 ) -> Internal {
     let st = unsafe { agg_state::<SummarizeState>(&mut state, fcinfo) };
     if let (Some(ids), Some(vals)) = (series_ids, vals) {
-        st.ids.clear();
-        st.ids.extend(ids.iter().map(|i| i.unwrap_or(0)));
-        st.vals.clear();
-        st.vals.extend(vals.iter());
-        st.builder.add_row(&st.ids, &st.vals);
+        st.add_row(ids.iter().map(|i| i64::from(i.unwrap_or(0))), vals);
     }
     state
 }
@@ -91,35 +113,76 @@ fn decode_summary(bytes: &[u8]) -> Summary {
     Summary::from_bytes(bytes).unwrap_or_else(|e| corrupt("rollup summary", e))
 }
 
-type SeriesRow = (i32, i64, f64, f64, f64, Vec<u8>);
+type SeriesRow<Id> = (Id, i64, f64, f64, f64, Vec<u8>);
+
+fn series_rows(summary: &[u8]) -> impl Iterator<Item = SeriesRow<i64>> {
+    decode_summary(summary).series.into_iter().map(|(id, s)| {
+        (id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
+    })
+}
+
+fn series_row(summary: &[u8], series_id: i64) -> Option<SeriesRow<i64>> {
+    let found = Summary::find_in_bytes(summary, series_id).unwrap_or_else(|e| corrupt("rollup summary", e));
+    found.map(|s| {
+        (series_id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
+    })
+}
 
 /// Every series of a summary: one row per series with count, sum, min, max and sketch.
-#[pg_extern(immutable, parallel_safe, strict)]
+#[pg_extern(immutable, parallel_safe, strict, name = "_summary_unnest")]
+fn _summary_unnest_bigint(summary: &[u8]) -> TableIterator<'static, ( name!(series_id, i64), name!(count, i64), name!(sum, f64), name!(min, f64), name!(max, f64), name!(sketch, Vec<u8>),)> {
+    TableIterator::new(series_rows(summary).collect::<Vec<_>>())
+}
+
+/// One series of a summary (no row when the summary lacks it), without decoding the others.
+#[pg_extern(immutable, parallel_safe, strict, name = "_summary_series")]
+fn _summary_series_bigint(summary: &[u8], series_id: i64) -> TableIterator<'static, ( name!(series_id, i64), name!(count, i64), name!(sum, f64), name!(min, f64), name!(max, f64), name!(sketch, Vec<u8>),)> {
+    TableIterator::new(series_row(summary, series_id))
+}
+
+/// 0.1.0's integer-id `_summary_unnest`, kept without SQL for the 0.1.0 install script until
+/// ALTER EXTENSION secumon UPDATE.
+#[pg_extern(immutable, parallel_safe, strict, sql = false)]
 fn _summary_unnest(summary: &[u8]) -> TableIterator<'static, ( name!(series_id, i32), name!(count, i64), name!(sum, f64), name!(min, f64), name!(max, f64), name!(sketch, Vec<u8>),)> {
-    let rows: Vec<SeriesRow> = decode_summary(summary)
-        .series
-        .into_iter()
-        .map(|(id, s)| {
-            (id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
-        })
+    let rows: Vec<SeriesRow<i32>> = series_rows(summary)
+        .filter_map(|(id, count, sum, min, max, sketch)| Some((i32::try_from(id).ok()?, count, sum, min, max, sketch)))
         .collect();
     TableIterator::new(rows)
 }
 
-/// One series of a summary (no row when the summary lacks it), without decoding the others.
-#[pg_extern(immutable, parallel_safe, strict)]
+/// 0.1.0's integer-id `_summary_series`, kept without SQL like [`_summary_unnest`].
+#[pg_extern(immutable, parallel_safe, strict, sql = false)]
 fn _summary_series(summary: &[u8], series_id: i32) -> TableIterator<'static, ( name!(series_id, i32), name!(count, i64), name!(sum, f64), name!(min, f64), name!(max, f64), name!(sketch, Vec<u8>),)> {
-    let found = Summary::find_in_bytes(summary, series_id).unwrap_or_else(|e| corrupt("rollup summary", e));
-    TableIterator::new(found.into_iter().map(move |s| {
-        (series_id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
-    }))
+    TableIterator::new(
+        series_row(summary, i64::from(series_id)).map(|(_, count, sum, min, max, sketch)| (series_id, count, sum, min, max, sketch)),
+    )
 }
 
 /// Points of one series from a run of summaries (ascending buckets): per `step_us`-wide step
 /// (aligned to 2000-01-01 like date_bin), the average, min, max and sample count. One call per
 /// query instead of one set-returning call per bucket keeps a 720-point history well under a
 /// millisecond.
-#[pg_extern(immutable, parallel_safe, strict)]
+#[pg_extern(immutable, parallel_safe, strict, name = "_summary_points")]
+fn _summary_points_bigint(
+    buckets: Array<pgrx::datum::TimestampWithTimeZone>,
+    summaries: Array<&[u8]>,
+    series_id: i64,
+    step_us: i64,
+) -> TableIterator<
+    'static,
+    (
+        name!(bucket, pgrx::datum::TimestampWithTimeZone),
+        name!(value, f64),
+        name!(min, f64),
+        name!(max, f64),
+        name!(samples, i64),
+    ),
+> {
+    summary_points(buckets, summaries, series_id, step_us)
+}
+
+/// 0.1.0's integer-id `_summary_points`, kept without SQL like [`_summary_unnest`].
+#[pg_extern(immutable, parallel_safe, strict, sql = false)]
 fn _summary_points(
     buckets: Array<pgrx::datum::TimestampWithTimeZone>,
     summaries: Array<&[u8]>,
@@ -135,6 +198,17 @@ fn _summary_points(
         name!(samples, i64),
     ),
 > {
+    summary_points(buckets, summaries, i64::from(series_id), step_us)
+}
+
+type Point = (pgrx::datum::TimestampWithTimeZone, f64, f64, f64, i64);
+
+fn summary_points(
+    buckets: Array<pgrx::datum::TimestampWithTimeZone>,
+    summaries: Array<&[u8]>,
+    series_id: i64,
+    step_us: i64,
+) -> TableIterator<'static, Point> {
     if step_us <= 0 {
         raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("step must be positive, got {step_us} µs"), None);
     }
@@ -252,10 +326,10 @@ fn sketch_count(sketch: &[u8]) -> i64 {
 
 extension_sql!(
     r#"
-CREATE AGGREGATE secumon._summarize(integer[], float8[]) (
+CREATE AGGREGATE secumon._summarize(bigint[], float8[]) (
     SFUNC = secumon._summarize_sfunc, STYPE = internal, FINALFUNC = secumon._summarize_final
 );
-COMMENT ON AGGREGATE secumon._summarize(integer[], float8[]) IS 'Rollup summary (per series count, sum, min, max, sketch) of report rows: series ids and values.';
+COMMENT ON AGGREGATE secumon._summarize(bigint[], float8[]) IS 'Rollup summary (per series count, sum, min, max, sketch) of report rows: series ids and values.';
 CREATE AGGREGATE secumon._summary_merge(bytea) (
     SFUNC = secumon._summary_merge_sfunc, STYPE = internal, FINALFUNC = secumon._summarize_final
 );
@@ -271,15 +345,15 @@ COMMENT ON AGGREGATE secumon.sketch_merge(bytea) IS 'Merges quantile sketches, e
 "#,
     name = "rollup_aggregates",
     requires = [
-        _summarize_sfunc,
+        _summarize_sfunc_bigint,
         _summarize_final,
         _summary_merge_sfunc,
         _sketch_add_sfunc,
         _sketch_merge_sfunc,
         _sketch_final,
-        _summary_unnest,
-        _summary_series,
-        _summary_points,
+        _summary_unnest_bigint,
+        _summary_series_bigint,
+        _summary_points_bigint,
         sketch_quantile,
         sketch_quantiles,
         sketch_count

@@ -1,5 +1,6 @@
 //! `#[pg_test]`s, one file per capability, plus helpers they share.
 
+mod abuse_tests;
 mod alerting_tests;
 mod notify_tests;
 mod auth_tests;
@@ -7,6 +8,7 @@ mod storage_tests;
 mod lifecycle_tests;
 mod query_tests;
 mod restore_tests;
+mod tenancy_tests;
 
 use pgrx::prelude::*;
 

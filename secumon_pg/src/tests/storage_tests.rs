@@ -62,8 +62,18 @@ mod tests {
     #[pg_test]
     fn partition_upkeep_creates_days_ahead_and_drains_default() {
         register("a4");
-        Spi::get_one::<bool>(&ingest_sql("a4", "2001-01-01 12:00:00+00")).unwrap();
-        Spi::get_one::<bool>(&ingest_sql("a4", "2090-06-01 12:00:00+00")).unwrap();
+        // Days inside the accepted window without a partition (they are made from yesterday on).
+        let day = |ago: &str| {
+            Spi::get_two::<String, String>(&format!(
+                "SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') - interval '{ago}' + interval '12 hours')::text || '+00', \
+                        to_char(now() AT TIME ZONE 'UTC' - interval '{ago}', 'YYYYMMDD')"
+            ))
+            .map(|(time, day)| (time.unwrap(), day.unwrap()))
+            .unwrap()
+        };
+        let (old_time, old_day) = day("300 days");
+        Spi::get_one::<bool>(&ingest_sql("a4", &old_time)).unwrap();
+        Spi::get_one::<bool>(&ingest_sql("a4", &day("3 days").0)).unwrap();
         let in_default = Spi::get_one::<i64>("SELECT count(*) FROM secumon_partitions.metric_samples_default").unwrap();
         assert_eq!(in_default, Some(2), "rows outside every partition land in the default partition");
 
@@ -81,7 +91,7 @@ mod tests {
             .unwrap();
             assert_eq!(ahead, Some(8), "{table}: today and 7 days ahead exist");
         }
-        let moved = Spi::get_one::<i64>("SELECT count(*) FROM secumon_partitions.metric_samples_p20010101").unwrap();
+        let moved = Spi::get_one::<i64>(&format!("SELECT count(*) FROM secumon_partitions.metric_samples_p{old_day}")).unwrap();
         assert_eq!(moved, Some(1));
         let total = Spi::get_one::<i64>("SELECT count(*) FROM secumon.metrics WHERE agent_id = 'a4'").unwrap();
         assert_eq!(total, Some(6), "nothing lost while moving");
