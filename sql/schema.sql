@@ -61,8 +61,10 @@ COMMENT ON TABLE secumon._removed_defaults IS 'Default rows (e.g. default alert 
 SELECT pg_catalog.pg_extension_config_dump('secumon._removed_defaults', '');
 
 -- AFTER DELETE trigger on a table with default rows; TG_ARGV holds the key columns.
+-- SECURITY DEFINER: whoever may delete the default row (an admin, a tenant's web user) records
+-- its removal, without any right on the bookkeeping table.
 CREATE FUNCTION secumon._remember_removed_default() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO secumon._removed_defaults (table_name, row_key)
     SELECT TG_RELID, jsonb_object_agg(k, to_jsonb(OLD) -> k) FROM unnest(TG_ARGV) AS k

@@ -82,6 +82,14 @@ mod tests {
     }
 
     #[pg_test]
+    fn an_admin_may_delete_a_default_rule_and_its_removal_is_remembered() {
+        Spi::run("SET LOCAL ROLE secumon_admin").expect("become an admin");
+        Spi::run("DELETE FROM secumon.alert_rules WHERE default_key = 'high_load_average'").expect("an admin deletes a default rule");
+        Spi::run("RESET ROLE").expect("reset");
+        assert_eq!(count("SELECT count(*) FROM secumon._removed_defaults"), 1);
+    }
+
+    #[pg_test]
     fn every_table_written_by_users_or_workers_is_dumped() {
         // Member tables of the extension that pg_dump would skip (caches only may be listed).
         let not_dumped = Spi::get_one::<String>(
