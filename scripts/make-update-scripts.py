@@ -4,10 +4,11 @@ earlier release, next to the install script of the version being built.
 
 An update script is three parts:
   1. the hand-written steps sql/updates/<a>--<b>.sql from that release up to this version, in
-     order: what cannot be re-run (new tables and columns, indexes, policies, config dumps,
+     order: what cannot be re-run (new tables and columns, indexes, dropped policies, config dumps,
      DROP FUNCTION for a changed signature or name);
   2. every function, aggregate, view and trigger of this version's install script, as CREATE OR
-     REPLACE, then its COMMENT, GRANT, REVOKE and ALTER VIEW/FUNCTION statements replayed in order;
+     REPLACE, and every policy (dropped and created again), then its COMMENT, GRANT, REVOKE and
+     ALTER VIEW/FUNCTION statements replayed in order;
   3. the hand-written sql/updates/<a>--<b>.post.sql steps, in order: data migrations that use
      this version's functions.
 So a changed function ships by editing sql/*.sql alone, and every update script gives the
@@ -80,6 +81,9 @@ def latest_definitions(install_sql):
         if m := REPLACEABLE.match(words):
             text = re.sub(r"^CREATE\s+(OR\s+REPLACE\s+)?", "CREATE OR REPLACE ", text, count=1, flags=re.I)
             replaced.append(text.strip())
+        elif policy := re.match(r"CREATE\s+POLICY\s+(\S+)\s+ON\s+(\S+)", text, flags=re.I):
+            # No CREATE OR REPLACE POLICY: drop and create, so a changed policy ships too.
+            replaced.append(f"DROP POLICY IF EXISTS {policy.group(1)} ON {policy.group(2)};\n{text.strip()}")
         elif REPLAYED.match(words):
             replayed.append(text.strip())
     return replaced, replayed

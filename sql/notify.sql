@@ -325,7 +325,7 @@ COMMENT ON VIEW secumon.notification_history IS
 -- default when they insert one). Channels routed to several tenants or to all (NULL), and the
 -- default channels made from settings (managed_by 'guc', named default-*), stay the
 -- operators': a tenant admin neither reads their secrets nor redirects, takes over or squats
--- them. Other SecuMon roles see no channel. (Also in sql/updates/0.1.0--0.2.0.sql.)
+-- them. Other SecuMon roles see no channel.
 SELECT secumon._rls_prepare('secumon.notification_channels');
 CREATE POLICY secumon_tenant_admin ON secumon.notification_channels
 USING ((SELECT secumon._rls_open())

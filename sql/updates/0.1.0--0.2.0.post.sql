@@ -21,14 +21,9 @@ END
 $indexes$;
 
 -- Oracles: a tenant sees the layouts and series its own agents use (sql/lifecycle.sql).
+-- (Their policies come with the 0.2.0 definitions.)
 SELECT secumon._rls_prepare('secumon.metric_layouts');
-CREATE POLICY secumon_agent_tenant ON secumon.metric_layouts
-USING ((SELECT secumon._rls_open()) OR secumon._layout_id_visible(layout_id))
-WITH CHECK ((SELECT secumon._rls_open()));
 SELECT secumon._rls_prepare('secumon.metric_series');
-CREATE POLICY secumon_agent_tenant ON secumon.metric_series
-USING ((SELECT secumon._rls_open()) OR secumon._series_id_visible(series_id))
-WITH CHECK ((SELECT secumon._rls_open()));
 -- secumon.jwt_secret stored with ALTER ROLE/DATABASE ... SET is readable by every role and is
 -- no longer applied: say so now, not only in each session's warnings.
 DO $jwt_secret$

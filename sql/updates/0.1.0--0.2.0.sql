@@ -62,13 +62,6 @@ DROP POLICY secumon_tenant_select ON secumon.notification_channels;
 DROP POLICY secumon_tenant_insert ON secumon.notification_channels;
 DROP POLICY secumon_tenant_update ON secumon.notification_channels;
 DROP POLICY secumon_tenant_delete ON secumon.notification_channels;
-CREATE POLICY secumon_tenant_admin ON secumon.notification_channels
-USING ((SELECT secumon._rls_open())
-       OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
-           AND (SELECT secumon._rls_may_write(true))))
-WITH CHECK ((SELECT secumon._rls_open())
-            OR (tenant_ids = ARRAY[(SELECT secumon.current_tenant())] AND managed_by IS NULL AND name !~ '^default-'
-                AND (SELECT secumon._rls_may_write(true))));
 ALTER TABLE secumon.notification_channels
     ALTER COLUMN tenant_ids SET DEFAULT CASE WHEN secumon.current_tenant() IS NOT NULL THEN ARRAY[secumon.current_tenant()] END;
 

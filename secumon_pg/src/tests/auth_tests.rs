@@ -10,49 +10,26 @@ mod tests {
     use base64::Engine;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use pgrx::prelude::*;
+    use crate::tests::{count, error_of, install_error_catcher, lit, run, text};
     use serde_json::{json, Value};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
     const TOKEN_ERROR: &str = "28000: invalid or expired token";
     const LOGIN_ERROR: &str = "28P01: invalid username or password";
 
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
-    }
 
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
-            .unwrap_or_else(|| panic!("`{sql}` returned NULL"))
-    }
 
     fn opt_text(sql: &str) -> Option<String> {
         Spi::get_one::<String>(sql).unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
     }
 
-    fn count(sql: &str) -> i64 {
-        Spi::get_one::<i64>(sql)
-            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
-            .unwrap_or(-1)
-    }
 
-    fn lit(s: &str) -> String {
-        pgrx::spi::quote_literal(s)
-    }
 
-    /// "SQLSTATE: message" of the error `sql` raises, or "ok".
-    fn error_of(sql: &str) -> String {
-        text(&format!("SELECT pg_temp.error_of({})", lit(sql)))
-    }
 
     /// Tenants acme and globex, an error catcher, the test secret, a minimal bcrypt cost.
     fn setup() {
         run("INSERT INTO secumon.tenants (tenant_id, name) VALUES ('acme', 'Acme'), ('globex', 'Globex')");
-        run(
-            "CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$ \
-             BEGIN EXECUTE q; RETURN 'ok'; \
-             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
-        );
+        install_error_catcher();
         run(&format!("SET LOCAL secumon.jwt_secret = {}", lit(SECRET)));
     }
 

@@ -12,6 +12,42 @@ mod tenancy_tests;
 
 use pgrx::prelude::*;
 
+/// Runs `sql`, panicking with the statement and the error if it fails.
+pub(crate) fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+}
+
+/// The one text value `sql` returns (NULL is a failure).
+pub(crate) fn text(sql: &str) -> String {
+    Spi::get_one::<String>(sql)
+        .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
+        .unwrap_or_else(|| panic!("`{sql}` returned NULL"))
+}
+
+/// The one count `sql` returns (-1 for NULL).
+pub(crate) fn count(sql: &str) -> i64 {
+    Spi::get_one::<i64>(sql)
+        .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
+        .unwrap_or(-1)
+}
+
+pub(crate) fn lit(s: &str) -> String {
+    pgrx::spi::quote_literal(s)
+}
+
+/// Creates pg_temp.error_of(sql), which [`error_of`] calls.
+pub(crate) fn install_error_catcher() {
+    run("CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE q; RETURN 'ok'; \
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$");
+}
+
+/// "SQLSTATE: message" of the error `sql` raises, or "ok" (its effects stay when it
+/// succeeds). Needs [`install_error_catcher`] first.
+pub(crate) fn error_of(sql: &str) -> String {
+    text(&format!("SELECT pg_temp.error_of({})", lit(sql)))
+}
+
 /// Runs `sql` and asserts that it fails with `sqlstate`.
 pub(crate) fn expect_sqlstate(sql: &str, sqlstate: &str) {
     let block = format!(

@@ -13,36 +13,17 @@
 mod tests {
     use crate::tests::expect_sqlstate;
     use pgrx::prelude::*;
+    use crate::tests::{count, error_of, lit, run, text};
     use serde_json::Value;
 
     /// What no session of another tenant (or without identity) may ever read.
     const MARKERS: [&str; 4] = ["gx-secret", "4242.5", "tn-gx-1", "globex"];
     const MISSING: &str = "00000000-0000-4000-8000-000000000404";
 
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
-    }
 
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
-            .unwrap_or_else(|| panic!("`{sql}` returned NULL"))
-    }
 
-    fn count(sql: &str) -> i64 {
-        Spi::get_one::<i64>(sql)
-            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"))
-            .unwrap_or(-1)
-    }
 
-    fn lit(s: &str) -> String {
-        pgrx::spi::quote_literal(s)
-    }
 
-    /// "SQLSTATE: message" of the error `sql` raises, or "ok" (its effects stay when it succeeds).
-    fn error_of(sql: &str) -> String {
-        text(&format!("SELECT pg_temp.error_of({})", lit(sql)))
-    }
 
     /// The objects of both tenants, as the tests refer to them.
     struct World {
