@@ -280,7 +280,11 @@ BEGIN
                                                           AND c.metric_name = _validate_rule.metric_name)
        AND NOT (metric_type IN ('cpu', 'memory', 'system')
                 AND EXISTS (SELECT 1 FROM secumon.metric_layouts l
-                             WHERE (metric_type || '.' || metric_name) = ANY (l.series))) THEN
+                             WHERE (metric_type || '.' || metric_name) = ANY (l.series)
+                               -- Runs with the owner's rights (the trigger is SECURITY DEFINER):
+                               -- a series only another tenant reports must look unknown.
+                               AND (secumon._rls_open() OR secumon._caller_is_operator()
+                                    OR secumon._layout_id_visible(l.layout_id)))) THEN
         PERFORM secumon._rule_error(format('unknown metric %s.%s', metric_type, metric_name),
                                     'SELECT metric_type, metric_name FROM secumon.metric_catalog lists the known series.');
     END IF;

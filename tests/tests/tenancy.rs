@@ -192,3 +192,38 @@ fn a_reader_session_authenticated_as_an_admin_writes_nothing() {
     );
     dashboard.batch_execute("SELECT secumon.logout()").unwrap();
 }
+
+#[test]
+fn a_rule_on_a_series_only_another_tenant_reports_is_refused_like_an_unknown_one() {
+    let cluster = Cluster::start();
+    let receiver = HttpReceiver::start();
+    two_tenants(&cluster, &receiver);
+    cluster.psql(
+        "SELECT secumon.register_agent('globex-db-1', 'db1'); \
+         UPDATE secumon.agents SET tenant_id = 'globex' WHERE agent_id = 'globex-db-1'; \
+         SELECT secumon.ingest('globex-db-1', now() - interval '1 minute', ARRAY['system.globex_queue_depth'], ARRAY[7.0], \
+                               '[]', '[]', '[]');",
+    );
+    let web = cluster.create_login_role("web_rules", &["secumon_web"]);
+    let mut alice = cluster.client_for(&web);
+    let token = login(&mut alice, "alice");
+    authenticate(&mut alice, &token);
+    let attempt = |client: &mut Client, series: &str| -> String {
+        match client.batch_execute(&format!(
+            "INSERT INTO secumon.alert_rules (name, metric_type, metric_name, condition, threshold) \
+             VALUES ('watch {series}', 'system', '{series}', 'gt', 1)"
+        )) {
+            Ok(()) => "stored".to_string(),
+            Err(e) => error_text(&e).replace(series, "<series>"),
+        }
+    };
+    let foreign = attempt(&mut alice, "globex_queue_depth");
+    let missing = attempt(&mut alice, "nobody_reports_this");
+    assert!(missing.contains("unknown metric") && missing.contains("[22023]"), "{missing}");
+    assert_eq!(foreign, missing, "another tenant's series must look exactly like a missing one");
+    // The tenant that reports it may alert on it.
+    let mut bob = cluster.client_for(&web);
+    let token = login(&mut bob, "bob");
+    authenticate(&mut bob, &token);
+    assert_eq!(attempt(&mut bob, "globex_queue_depth"), "stored");
+}
