@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, SimpleQueryMessage};
+use postgres::{Client, NoTls};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::sys;
@@ -373,23 +373,8 @@ impl Cluster {
     /// Runs `sql` (one or more statements) as superuser on `secumon_test` and returns the text
     /// rows of all statements, in order. Panics with the server's message on error.
     pub fn psql(&self, sql: &str) -> Rows {
-        let messages = self.client().simple_query(sql).unwrap_or_else(|e| {
-            panic!(
-                "expected SQL to succeed:\n{sql}\nerror: {}",
-                crate::error_text(&e)
-            )
-        });
-        messages
-            .into_iter()
-            .filter_map(|message| match message {
-                SimpleQueryMessage::Row(row) => Some(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_string))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
+        crate::sql_rows(&mut self.client(), sql)
+            .unwrap_or_else(|e| panic!("expected SQL to succeed:\n{sql}\nerror: {e}"))
     }
 
     /// First column of the first row of `sql`, which must exist and be non-NULL.
