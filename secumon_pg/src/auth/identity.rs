@@ -182,16 +182,23 @@ fn parse_uuid(text: &str) -> Option<pgrx::Uuid> {
 /// exists, is active and has not had its tokens revoked since. The reason for a refusal is
 /// returned for the server log; callers raise the generic error.
 pub fn verify(token: &str) -> Result<(jwt::Claims, UserState), jwt::Rejection> {
-    let secret = match jwt::key_id(token) {
-        Ok(kid) => keys::verification_key(&kid, transaction_time()).ok_or(jwt::Rejection::UnknownKeyId)?,
-        // Other services sharing secumon.jwt_secret (the API SecuMon replaces) sign without a
-        // kid: such a token is checked against the configuration file's key, never a table key.
-        Err(jwt::Rejection::MissingKeyId) => keys::configuration_file_key().ok_or(jwt::Rejection::MissingKeyId)?,
-        Err(other) => return Err(other),
+    let claims = match recently_verified(token) {
+        Some(claims) => claims,
+        None => {
+            let kid = match jwt::key_id(token) {
+                Ok(kid) => Some(kid),
+                Err(jwt::Rejection::MissingKeyId) => None,
+                Err(other) => return Err(other),
+            };
+            let secret = key_for(kid.as_deref())?;
+            // jsonwebtoken has no business panicking on input, but a panic must never become an
+            // XX000 that tells an attacker more than the generic error does.
+            let claims =
+                std::panic::catch_unwind(|| jwt::verify(token, &secret)).unwrap_or(Err(jwt::Rejection::Malformed))?;
+            remember_verified(token, kid, secret, &claims);
+            claims
+        }
     };
-    // jsonwebtoken has no business panicking on input, but a panic must never become an
-    // XX000 that tells an attacker more than the generic error does.
-    let claims = std::panic::catch_unwind(|| jwt::verify(token, &secret)).unwrap_or(Err(jwt::Rejection::Malformed))?;
     if !ROLES.contains(&claims.role.as_str()) {
         return Err(jwt::Rejection::Refused(format!("unknown role {:?}", claims.role)));
     }
@@ -210,6 +217,68 @@ pub fn verify(token: &str) -> Result<(jwt::Claims, UserState), jwt::Rejection> {
         )));
     }
     Ok((claims, state))
+}
+
+/// The key a token with key id `kid` must be signed with, as of now.
+fn key_for(kid: Option<&str>) -> Result<Vec<u8>, jwt::Rejection> {
+    match kid {
+        Some(kid) => keys::verification_key(kid, transaction_time()).ok_or(jwt::Rejection::UnknownKeyId),
+        // Other services sharing secumon.jwt_secret (the API SecuMon replaces) sign without a
+        // kid: such a token is checked against the configuration file's key, never a table key.
+        None => keys::configuration_file_key().ok_or(jwt::Rejection::MissingKeyId),
+    }
+}
+
+/// A token whose signature this backend checked.
+struct Verified {
+    token: Box<str>,
+    kid: Option<String>,
+    secret: Vec<u8>,
+    claims: jwt::Claims,
+}
+
+/// Tokens verified lately in this backend. The same token comes back all the time: a statement
+/// calling verify_token and authenticate, every request of one dashboard session through a
+/// pooled connection. A remembered token skips decoding and the HMAC only: it must be the same
+/// bytes, its key must still be the one it was verified with (a rotated-out, expired or changed
+/// key refuses it as before), and its time claims, role and user are checked on every use.
+const VERIFIED_TOKENS: usize = 16;
+
+thread_local! {
+    static VERIFIED: RefCell<Vec<Verified>> = const { RefCell::new(Vec::new()) };
+}
+
+fn recently_verified(token: &str) -> Option<jwt::Claims> {
+    let (kid, secret, claims) = VERIFIED.with(|v| {
+        v.borrow()
+            .iter()
+            .find(|entry| &*entry.token == token)
+            .map(|entry| (entry.kid.clone(), entry.secret.clone(), entry.claims.clone()))
+    })?;
+    // The key lookups query nothing while their caches are current.
+    if key_for(kid.as_deref()).ok()? != secret || jwt::check_times(&claims, jwt::now()).is_err() {
+        // Verified the long way again, which also says why it is refused.
+        return None;
+    }
+    Some(claims)
+}
+
+fn remember_verified(token: &str, kid: Option<String>, secret: Vec<u8>, claims: &jwt::Claims) {
+    VERIFIED.with(|v| {
+        let mut v = v.borrow_mut();
+        if v.iter().any(|entry| &*entry.token == token) {
+            return;
+        }
+        if v.len() >= VERIFIED_TOKENS {
+            v.remove(0);
+        }
+        v.push(Verified {
+            token: token.into(),
+            kid,
+            secret,
+            claims: claims.clone(),
+        });
+    });
 }
 
 fn verified_or_raise(token: &str) -> (jwt::Claims, UserState) {
