@@ -4,16 +4,28 @@
 //! metric_name, value) into an unindexed, unpartitioned table. Prints samples/s of both and
 //! the ratio.
 //!
+//! It also shows where a report's time goes, measured in the same run: the same reports sent
+//! as variants that each leave out one part of the work (nothing written; the same INSERTs in
+//! a function without any check or lookup; ingest without the JSON arrays), and one more
+//! ingest pass with pg_stat_statements timing every statement inside secumon.ingest().
+//!
+//! Each agent's first report (which also records the agent's layout) is measured apart; the
+//! agent path, COPY and the variants then alternate for a few rounds, since other work on a
+//! shared machine moves single figures: the headline is the round with the median ratio.
+//! Each pass also records the CPU time its server backends used (read from /proc when the
+//! server runs on this host): what the server spends per report, which other load on the
+//! machine hardly moves.
+//!
 //! Usage: secumon-bench-ingest CONNINFO [agents=10000] [reports_per_agent=3] [connections=4]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use secumon_agent::db::Db;
+use secumon_agent::db::{ingest_params, Db, INGEST_SQL};
 use secumon_agent::report::{AgentInfo, Disk, NetworkInterface, Process, Report};
 use secumon_agent::time::Timestamp;
 
@@ -42,8 +54,7 @@ impl Rng {
 
 /// A report shaped like the real agent's: 35 series, 2 filesystems, 2 interfaces, 12 processes;
 /// values with one or two decimals, counters, slowly moving gauges.
-fn report(agent: usize, step: usize, rng: &mut Rng) -> Report {
-    let t0 = 1_764_000_000_000_000i64; // a fixed instant, so runs are comparable
+fn report(agent: usize, step: usize, t0: i64, rng: &mut Rng) -> Report {
     let mut r = Report::new(format!("bench-{agent:05}"), Timestamp::from_unix_micros(t0 + step as i64 * 10_000_000));
     for (i, (ty, name)) in SERIES.iter().enumerate() {
         let v = match *name {
@@ -147,17 +158,26 @@ fn main() {
         std::process::exit(2);
     };
     let arg = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
-    let agents = arg(2, 10_000);
-    let per_agent = arg(3, 3);
+    let agents = arg(2, 10_000).max(1);
+    let per_agent = arg(3, 3).max(1);
     let connections = arg(4, 4).max(1);
 
+    // Recent reports: inside the accepted sample window and in today's (or, just after
+    // midnight UTC, yesterday's) partition, as live agents write. Every pass below uses its
+    // own instants (10 s apart per report of an agent), so no pass meets another's
+    // (agent, time) keys; the last pass's end just before now.
+    let passes = 2 + 5 * ROUNDS as i64;
+    let base = (Timestamp::now().unix_micros() / 10_000_000 - (passes + 1) * per_agent as i64) * 10_000_000;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let reports: Vec<Report> = (0..per_agent).flat_map(|s| (0..agents).map(move |a| (a, s))).map(|(a, s)| report(a, s, &mut rng)).collect();
+    let reports: Vec<Report> = (0..per_agent).flat_map(|s| (0..agents).map(move |a| (a, s)))
+        .map(|(a, s)| report(a, s, base, &mut rng)).collect();
     let samples: usize = reports.iter().map(|r| narrow(r).len()).sum();
-    println!("{agents} agents x {per_agent} reports = {} reports, {samples} samples ({} per report), {connections} connections",
-             reports.len(), samples / reports.len().max(1));
+    let per_report = samples as f64 / reports.len().max(1) as f64;
+    println!("{agents} agents x {per_agent} reports = {} reports, {samples} samples ({per_report:.0} per report), {connections} connections",
+             reports.len());
 
     // Register every simulated agent, as each agent does on start.
+    let mut keys = HashMap::new();
     {
         let mut db = Db::connect(&conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
         for a in 0..agents {
@@ -165,38 +185,229 @@ fn main() {
                                    agent_version: "bench".into(), labels: BTreeMap::new() };
             db.register(&info).unwrap_or_else(|e| panic!("register: {e}"));
         }
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+        for row in c.query("SELECT agent_id, agent_key FROM secumon.agents", &[]).unwrap_or_else(|e| panic!("agents: {e}")) {
+            keys.insert(row.get::<_, String>(0), row.get::<_, i32>(1));
+        }
     }
+    // The floor under the agent path: the same rows written by the same INSERT statements with
+    // cached plans, in one function call and one transaction per report, but with no check, no
+    // lookup (agent_key and layout_id are passed in) and no last_seen update.
+    let layout = {
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+        c.batch_execute(BARE_ROWS_FUNCTION).unwrap_or_else(|e| panic!("create bench_bare_rows: {e}"));
+        let mut db = Db::connect(&conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
+        let p = ingest_params(&reports[0]);
+        db.query_value("SELECT secumon._layout_id($1::text[])", &p[2..3]).unwrap_or_else(|e| panic!("layout: {e}"))
+            .unwrap_or_default()
+    };
+    let with_keys = |r: &Report, arrays: bool| {
+        let mut p = ingest_params(r);
+        if !arrays {
+            p[4] = None;
+            p[5] = None;
+            p[6] = None;
+        }
+        p.push(Some(keys[&r.agent_id].to_string()));
+        p.push(Some(layout.clone()));
+        p
+    };
 
-    // 1. The agent's write path.
+    let mut pass = 0i64;
+    let mut run = |reports: &[Report], call: &(dyn Fn(&mut Db, &Report) + Sync)| -> Pass {
+        pass += 1;
+        let shifted: Vec<Report> = reports.iter().map(|r| {
+            let mut r = r.clone();
+            r.time = Timestamp::from_unix_micros(r.time.unix_micros() + pass * per_agent as i64 * 10_000_000);
+            r
+        }).collect();
+        run_pass(&conninfo, connections, &shifted, call)
+    };
+    let ingest = |db: &mut Db, r: &Report| { db.ingest(r).unwrap_or_else(|e| panic!("ingest: {e}")); };
+    let series_only = |db: &mut Db, r: &Report| {
+        let mut p = ingest_params(r);
+        p[4] = None;
+        p[5] = None;
+        p[6] = None;
+        db.query_value(INGEST_SQL, &p).unwrap_or_else(|e| panic!("ingest: {e}"));
+    };
+    let parse_only = |db: &mut Db, r: &Report| {
+        db.query_value(PARSE_ONLY_SQL, &ingest_params(r)).unwrap_or_else(|e| panic!("round trip: {e}"));
+    };
+    let bare = |db: &mut Db, r: &Report| {
+        db.query_value(BARE_ROWS_SQL, &with_keys(r, true)).unwrap_or_else(|e| panic!("bare rows: {e}"));
+    };
+    let bare_series = |db: &mut Db, r: &Report| {
+        db.query_value(BARE_ROWS_SQL, &with_keys(r, false)).unwrap_or_else(|e| panic!("bare rows: {e}"));
+    };
+
+    // 0. Each agent's first report also records which layout it uses (secumon._agent_layouts),
+    // once per agent; measured apart, so the rounds below show the steady state.
+    let first_reports = agents.min(reports.len());
+    let first = run(&reports[..first_reports], &ingest);
+
+    // 1. The agent's write path, exactly as the agent calls it; 2. raw binary COPY of the same
+    // samples as narrow rows into an unindexed table; 3. the variants of the breakdown. All
+    // alternate for a few rounds, since other work on a shared machine moves single figures;
+    // the headline is the round with the median ratio, the breakdown the median of each.
+    // Besides wall time, each pass records the CPU time of its server backends: what the
+    // server spends per report, which other load on the machine hardly moves.
+    const INGEST: usize = 0;
+    const COPY: usize = 1;
+    const BARE: usize = 2;
+    const SERIES: usize = 3;
+    const BARE_SERIES: usize = 4;
+    const PARSE: usize = 5;
+    let mut rounds: Vec<[Pass; 6]> = Vec::new();
+    for _ in 0..ROUNDS {
+        let ingest_pass = run(&reports, &ingest);
+        let copy_pass = copy_narrow(&conninfo, connections, &reports);
+        let bare_pass = run(&reports, &bare);
+        let series_pass = run(&reports, &series_only);
+        let bare_series_pass = run(&reports, &bare_series);
+        let parse_pass = run(&reports, &parse_only);
+        rounds.push([ingest_pass, copy_pass, bare_pass, series_pass, bare_series_pass, parse_pass]);
+    }
+    let n = reports.len() as f64;
+    let rps = |p: &Pass| n / p.secs;
+    // Backend CPU microseconds per report (for COPY: for the same samples).
+    let cpu_us = |p: &Pass| p.backend_cpu_secs.map(|c| c * 1e6 / n);
+    let ratio = |r: &[Pass; 6]| r[COPY].secs / r[INGEST].secs;
+    for (i, r) in rounds.iter().enumerate() {
+        let cpu = match (cpu_us(&r[INGEST]), cpu_us(&r[COPY])) {
+            (Some(a), Some(c)) => format!("; backend CPU per report {a:.0} us vs {c:.0} us"),
+            _ => String::new(),
+        };
+        println!("round {}: agent path {:>7.0} samples/s ({:>5.0} reports/s), raw COPY {:>8.0} samples/s: {:>4.1}%{cpu}",
+                 i + 1, rps(&r[INGEST]) * per_report, rps(&r[INGEST]), samples as f64 / r[COPY].secs, 100.0 * ratio(r));
+    }
+    let median = |f: &dyn Fn(&[Pass; 6]) -> Option<f64>| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect::<Option<_>>()?;
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    };
+    let headline = median(&|r| Some(ratio(r))).unwrap_or(0.0);
+    let median_round = rounds.iter().find(|r| ratio(r) == headline).unwrap_or(&rounds[0]);
+    let ingest_rps = rps(&median_round[INGEST]);
+    let agent_rate = ingest_rps * per_report;
+    let copy_rate = samples as f64 / median_round[COPY].secs;
+    let wall = |i: usize| median(&|r| Some(r[i].secs)).map(|secs| n / secs).unwrap_or(0.0);
+    let cpu = |i: usize| median(&|r| cpu_us(&r[i]));
+
+    // 4. Where the time inside secumon.ingest() goes: one more pass with pg_stat_statements
+    // timing nested statements (its own overhead makes this pass slower; only shares count).
+    let profile = profile_pass(&conninfo, &mut |call| run(&reports, call));
+
+    let needed = 10_000.0 / 10.0 * per_report;
+    println!();
+    println!("agent write path (secumon.ingest, 1 tx/report): {:>10.0} samples/s  {:>8.0} reports/s", agent_rate, ingest_rps);
+    println!("raw binary COPY, narrow rows, unindexed table:   {:>10.0} samples/s", copy_rate);
+    println!("ratio: {:.1}% of raw COPY (median of {ROUNDS} rounds; target >= 50%)", 100.0 * headline);
+    if let (Some(a), Some(c)) = (cpu(INGEST), cpu(COPY)) {
+        println!("by server backend CPU per sample (medians): {:.0} ns vs {:.0} ns for raw COPY: {:.1}%",
+                 1000.0 * a / per_report, 1000.0 * c / per_report, 100.0 * c / a);
+    }
+    println!("10,000 agents at a 10 s interval need {:.0} samples/s (1000 reports/s): headroom {:.1}x", needed, agent_rate / needed);
+    println!();
+    println!("Breakdown: the same reports, 1 transaction per report, {connections} connections, medians of {ROUNDS} rounds:");
+    println!("  {:<68} {:>9} {:>8} {:>9} {:>11}", "", "reports/s", "wall us", "% of COPY", "backend CPU");
+    let copy_median = samples as f64 / median(&|r| Some(r[COPY].secs)).unwrap_or(f64::NAN);
+    let row = |label: &str, rps: f64, cpu: Option<f64>| {
+        let cpu = cpu.map_or_else(|| "-".to_string(), |c| format!("{c:.0} us"));
+        println!("  {label:<68} {rps:>9.0} {:>8.0} {:>8.1}% {cpu:>11}", 1e6 / rps, 100.0 * rps * per_report / copy_median);
+    };
+    row("parameters sent and parsed, nothing written (SELECT)", wall(PARSE), cpu(PARSE));
+    row("metric_samples row only, bare (same INSERT, no checks, no lookups)", wall(BARE_SERIES), cpu(BARE_SERIES));
+    row("secumon.ingest without disks/networks/processes", wall(SERIES), cpu(SERIES));
+    row("all the report's rows, bare (same INSERTs, no checks, no lookups)", wall(BARE), cpu(BARE));
+    row("secumon.ingest (the agent path)", wall(INGEST), cpu(INGEST));
+    row("raw binary COPY of the same samples", copy_median / per_report, cpu(COPY));
+    let first_cpu = first.backend_cpu_secs.map(|c| c * 1e6 / first_reports as f64);
+    row("secumon.ingest, each agent's first report (records its layout)", first_reports as f64 / first.secs, first_cpu);
+    if let (Some(parse), Some(bare), Some(bare_series), Some(ingest), Some(series)) =
+        (cpu(PARSE), cpu(BARE), cpu(BARE_SERIES), cpu(INGEST), cpu(SERIES)) {
+        println!("  backend CPU per report:");
+        println!("    parsing the call and its parameters, empty commit        {parse:>5.0} us");
+        println!("    writing the rows (heap, indexes, WAL, commit)            {:>5.0} us ({:.0} us for disks/networks/processes)",
+                 bare - parse, bare - bare_series);
+        println!("    secumon.ingest() itself (checks, lookups, last_seen)     {:>5.0} us ({:.0} us without the arrays)",
+                 ingest - bare, series - bare_series);
+    }
+    if let Some(p) = profile {
+        println!();
+        println!("Inside secumon.ingest() (pg_stat_statements, track = all; server time per report, one backend):");
+        for (stmt, mean_us, share) in p {
+            println!("  {mean_us:>7.1} us {share:>5.1}%  {stmt}");
+        }
+    }
+}
+
+/// A pass's elapsed seconds and the CPU time its server backends used (None when their
+/// /proc entries cannot be read, e.g. a server on another host).
+#[derive(Clone, Copy)]
+struct Pass {
+    secs: f64,
+    backend_cpu_secs: Option<f64>,
+}
+
+/// User + system CPU time a local process has used so far, in seconds (/proc/PID/stat, in
+/// clock ticks of 1/100 s on Linux).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Sums per-connection CPU seconds; None if any is unknown.
+fn total_cpu(parts: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    parts.into_iter().sum()
+}
+
+/// Runs `call` for every report over `connections` connections.
+fn run_pass(conninfo: &str, connections: usize, reports: &[Report], call: &(dyn Fn(&mut Db, &Report) + Sync)) -> Pass {
     let next = AtomicUsize::new(0);
+    let mut dbs: Vec<(Db, Option<String>)> = (0..connections).map(|_| {
+        let mut db = Db::connect(conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
+        let pid = db.query_value("SELECT pg_backend_pid()", &[]).unwrap_or_else(|e| panic!("backend pid: {e}"));
+        (db, pid)
+    }).collect();
     let started = Instant::now();
-    thread::scope(|s| {
-        for _ in 0..connections {
-            s.spawn(|| {
-                let mut db = Db::connect(&conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
+    let cpu = thread::scope(|s| {
+        let workers: Vec<_> = dbs.iter_mut().map(|(db, pid)| {
+            let next = &next;
+            s.spawn(move || {
+                let before = pid.as_deref().and_then(cpu_secs);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(r) = reports.get(i) else { break };
-                    db.ingest(r).unwrap_or_else(|e| panic!("ingest: {e}"));
+                    call(db, r);
                 }
-            });
-        }
+                Some(pid.as_deref().and_then(cpu_secs)? - before?)
+            })
+        }).collect();
+        total_cpu(workers.into_iter().map(|w| w.join().unwrap_or(None)))
     });
-    let agent_secs = started.elapsed().as_secs_f64();
-    let agent_rate = samples as f64 / agent_secs;
+    Pass { secs: started.elapsed().as_secs_f64(), backend_cpu_secs: cpu }
+}
 
-    // 2. Raw binary COPY of the same samples as narrow rows into an unindexed table.
-    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+/// Raw binary COPY of the reports' samples as narrow rows into a fresh unindexed table, one
+/// COPY per connection.
+fn copy_narrow(conninfo: &str, connections: usize, reports: &[Report]) -> Pass {
+    let mut client = postgres::Client::connect(conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
     client.batch_execute("DROP TABLE IF EXISTS bench_narrow; \
                           CREATE TABLE bench_narrow (time timestamptz, agent_id text, metric_type text, metric_name text, value float8)")
         .unwrap_or_else(|e| panic!("create: {e}"));
     let chunks: Vec<&[Report]> = reports.chunks(reports.len().div_ceil(connections)).collect();
     let started = Instant::now();
-    thread::scope(|s| {
-        for chunk in &chunks {
-            let conninfo = conninfo.clone();
+    let cpu = thread::scope(|s| {
+        let workers: Vec<_> = chunks.iter().map(|chunk| {
             s.spawn(move || {
-                let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+                let mut c = postgres::Client::connect(conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+                let pid = c.query_one("SELECT pg_backend_pid()", &[]).ok().map(|row| row.get::<_, i32>(0).to_string());
+                let before = pid.as_deref().and_then(cpu_secs);
                 let sink = c.copy_in("COPY bench_narrow FROM STDIN (FORMAT binary)").unwrap_or_else(|e| panic!("copy: {e}"));
                 let mut w = BinaryCopyInWriter::new(sink, &[Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8]);
                 for r in chunk.iter() {
@@ -207,17 +418,84 @@ fn main() {
                     }
                 }
                 w.finish().unwrap_or_else(|e| panic!("copy finish: {e}"));
-            });
-        }
+                Some(pid.as_deref().and_then(cpu_secs)? - before?)
+            })
+        }).collect();
+        total_cpu(workers.into_iter().map(|w| w.join().unwrap_or(None)))
     });
-    let copy_secs = started.elapsed().as_secs_f64();
-    let copy_rate = samples as f64 / copy_secs;
+    Pass { secs: started.elapsed().as_secs_f64(), backend_cpu_secs: cpu }
+}
 
-    let needed = 10_000.0 / 10.0 * (samples as f64 / reports.len() as f64);
-    println!();
-    println!("agent write path (secumon.ingest, 1 tx/report): {:>10.0} samples/s  {:>8.0} reports/s  ({agent_secs:.2} s)", agent_rate, reports.len() as f64 / agent_secs);
-    println!("raw binary COPY, narrow rows, unindexed table:   {:>10.0} samples/s  ({copy_secs:.2} s)", copy_rate);
-    println!("ratio: {:.1}% of raw COPY (target >= 70%; TimescaleDB hypertable with index: 11-20%)", 100.0 * agent_rate / copy_rate);
-    println!("10,000 agents at a 10 s interval need {:.0} samples/s ({} reports/s): headroom {:.1}x",
-             needed, 1000, agent_rate / needed);
+/// Rounds of (agent path, raw COPY).
+const ROUNDS: usize = 5;
+
+/// The same seven parameters as secumon.ingest, parsed by the same casts; nothing written.
+const PARSE_ONLY_SQL: &str = "SELECT $1::text IS NOT NULL AND $2::timestamptz IS NOT NULL AND $3::text[] IS NOT NULL \
+    AND $4::float8[] IS NOT NULL AND $5::jsonb IS NOT NULL AND $6::jsonb IS NOT NULL AND $7::jsonb IS NOT NULL";
+
+/// secumon.ingest's INSERT statements alone (see BARE_ROWS_SQL).
+const BARE_ROWS_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION public.bench_bare_rows(agent_id text, "time" timestamptz, agent_key integer, layout_id integer,
+                                                  vals float8[], disks jsonb, networks jsonb, processes jsonb)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
+    VALUES (bench_bare_rows."time", bench_bare_rows.agent_key, bench_bare_rows.layout_id, bench_bare_rows.vals)
+    ON CONFLICT DO NOTHING;
+    IF disks IS NOT NULL THEN
+        INSERT INTO secumon.disk_metrics (time, agent_id, device, mountpoint, fs_type, total_bytes, used_bytes, free_bytes,
+                                          usage_percent, inodes_total, inodes_used, inodes_usage_percent,
+                                          read_bytes, write_bytes, read_ops, write_ops)
+        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, d.device, d.mountpoint, d.fs_type, d.total_bytes,
+               d.used_bytes, d.free_bytes, d.usage_percent, d.inodes_total, d.inodes_used, d.inodes_usage_percent,
+               d.read_bytes, d.write_bytes, d.read_ops, d.write_ops
+          FROM jsonb_populate_recordset(NULL::secumon.disk_metrics, disks) AS d;
+    END IF;
+    IF networks IS NOT NULL THEN
+        INSERT INTO secumon.network_metrics (time, agent_id, interface, bytes_sent, bytes_recv, packets_sent, packets_recv,
+                                             errors_in, errors_out, drops_in, drops_out)
+        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, n.interface, n.bytes_sent, n.bytes_recv, n.packets_sent,
+               n.packets_recv, n.errors_in, n.errors_out, n.drops_in, n.drops_out
+          FROM jsonb_populate_recordset(NULL::secumon.network_metrics, networks) AS n;
+    END IF;
+    IF processes IS NOT NULL THEN
+        INSERT INTO secumon.process_metrics (time, agent_id, pid, name, command, "user", cpu_percent, memory_bytes,
+                                             memory_percent, status)
+        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, p.pid, p.name, p.command, p."user", p.cpu_percent,
+               p.memory_bytes, p.memory_percent, p.status
+          FROM jsonb_populate_recordset(NULL::secumon.process_metrics, processes) AS p;
+    END IF;
+    RETURN true;
+END
+$$"#;
+
+/// The report's rows through bench_bare_rows, with the same seven parameters as
+/// secumon.ingest parsed by the same casts ($8: agent_key, $9: layout_id, known beforehand).
+const BARE_ROWS_SQL: &str = "SELECT public.bench_bare_rows($1::text, $2::timestamptz, $8::integer, $9::integer, $4::float8[], \
+    $5::jsonb, $6::jsonb, $7::jsonb) WHERE $3::text[] IS NOT NULL";
+
+/// One more ingest pass with pg_stat_statements timing the statements inside secumon.ingest()
+/// (None when pg_stat_statements is not preloaded). Returns (statement, mean us per report,
+/// share of the top-level call's time) for the statements run at least once per report.
+fn profile_pass(conninfo: &str, run: &mut dyn FnMut(&(dyn Fn(&mut Db, &Report) + Sync)) -> Pass)
+    -> Option<Vec<(String, f64, f64)>> {
+    let mut c = postgres::Client::connect(conninfo, postgres::NoTls).ok()?;
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").ok()?;
+    c.batch_execute("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET pg_stat_statements.track = all', current_database()); END $$; \
+                     SELECT pg_stat_statements_reset()").ok()?;
+    run(&|db, r| { db.ingest(r).unwrap_or_else(|e| panic!("ingest: {e}")); });
+    c.batch_execute("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET pg_stat_statements.track', current_database()); END $$")
+        .ok()?;
+    let rows = c.query("SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, total_exec_time \
+                          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                         ORDER BY total_exec_time DESC", &[]).ok()?;
+    let reports = rows.iter().filter(|r| r.get::<_, String>(0).starts_with("SELECT secumon.ingest("))
+        .map(|r| r.get::<_, i64>(1)).max()? as f64;
+    let total = rows.iter().find(|r| r.get::<_, String>(0).starts_with("SELECT secumon.ingest("))?.get::<_, f64>(2);
+    Some(rows.iter().filter(|r| r.get::<_, i64>(1) as f64 >= reports * 0.99)
+        .map(|r| {
+            let q: String = r.get(0);
+            let q = if q.chars().count() > 110 { format!("{}...", q.chars().take(107).collect::<String>()) } else { q };
+            (q, r.get::<_, f64>(2) * 1000.0 / reports, 100.0 * r.get::<_, f64>(2) / total)
+        }).collect())
 }
