@@ -167,11 +167,17 @@ BEGIN
                  WHERE o.channel_id = c.channel_id
                    AND o.status = 'pending'
                    AND o.next_attempt_at <= now()
+                   -- OFFSET 0 keeps this a per-candidate probe of notification_outbox_open_alert
+                   -- on (channel_id, alert_id, notification_id): as an anti-join the planner may
+                   -- match on channel_id alone, and then every candidate rescans every open row
+                   -- of the channel — O(backlog) per claimed row, 90 ms per claim with 5,000
+                   -- queued (table statistics lag behind an alert storm).
                    AND NOT EXISTS (SELECT 1 FROM secumon.notification_outbox earlier
                                     WHERE earlier.channel_id = o.channel_id
                                       AND earlier.alert_id = o.alert_id
                                       AND earlier.notification_id < o.notification_id
-                                      AND earlier.status IN ('pending', 'sending'))
+                                      AND earlier.status IN ('pending', 'sending')
+                                   OFFSET 0)
                  ORDER BY o.next_attempt_at, o.notification_id
                  LIMIT greatest(per_channel - coalesce(busy.in_flight, 0), 0)
                  FOR UPDATE OF o SKIP LOCKED) p

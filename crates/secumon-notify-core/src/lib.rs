@@ -18,7 +18,7 @@ pub mod redact;
 pub mod settings;
 pub mod telegram;
 
-pub use deliver::{attempt_catching_panics, deliver, http_agent, DeliveryOptions, Report};
+pub use deliver::{attempt_catching_panics, deliver, http_agent, http_agent_pooled, DeliveryOptions, Report};
 pub use policy::{Outcome, RetryPolicy, Step};
 pub use settings::{Channel, Kind};
 /// The HTTP client, for callers that keep an agent (connection pool) across deliveries.

@@ -102,7 +102,8 @@ pub struct Dispatcher {
     in_flight: usize,
     per_channel: HashMap<i32, i32>,
     http: notify_core::ureq::Agent,
-    http_options: (Duration, Duration),
+    /// What `http` was made for: connect and total timeouts, sender threads per channel.
+    http_options: (Duration, Duration, usize),
     claim_needed: bool,
     next_due: Option<Instant>,
     last_claim: Instant,
@@ -175,6 +176,11 @@ fn wait_latch(timeout: Duration) -> Option<bool> {
 type libc_long = std::os::raw::c_long;
 
 
+/// secumon.notify_channel_parallel: sender threads per channel.
+fn channel_threads() -> usize {
+    gucs::CHANNEL_PARALLEL.get().max(1) as usize
+}
+
 fn retry_policy() -> RetryPolicy {
     RetryPolicy {
         max_attempts: gucs::MAX_ATTEMPTS.get().max(1) as u32,
@@ -188,13 +194,14 @@ impl Dispatcher {
     fn new() -> Dispatcher {
         let (tx, rx) = mpsc::channel();
         let options = super::delivery_options();
+        let threads = channel_threads();
         Dispatcher {
             tx,
             rx,
             in_flight: 0,
             per_channel: HashMap::new(),
-            http: notify_core::http_agent(&options),
-            http_options: (options.connect_timeout, options.timeout),
+            http: notify_core::http_agent_pooled(&options, threads),
+            http_options: (options.connect_timeout, options.timeout, threads),
             claim_needed: true,
             next_due: None,
             last_claim: Instant::now(),
@@ -208,6 +215,19 @@ impl Dispatcher {
 
     /// First cycle after the extension is there: nothing can be in flight after a restart.
     fn start(&mut self) {
+        // The notifier's own transactions (claims, results, housekeeping) do not wait for their
+        // WAL to reach disk. A crash can only lose the newest of them, and whatever it loses
+        // leaves rows 'pending' or 'sending' — sent again after the restart (see below), never
+        // lost: the at-least-once a crash mid-send already means. WAL is flushed in order, so
+        // what survives is a prefix of what was done and "resolved never overtakes firing"
+        // still holds. The alert engine's transitions keep the server's synchronous_commit.
+        // This saves a WAL flush per claim and per record (one is on every notification's way
+        // to its receiver; ~1 ms each on this machine's disk, more on network storage).
+        worker::guarded(|| {
+            if let Err(e) = Spi::run("SET synchronous_commit TO off") {
+                warning!("secumon notifier: cannot turn synchronous_commit off for its own transactions: {e}");
+            }
+        });
         let requeued = worker::guarded(|| {
             Spi::get_one::<i32>("SELECT secumon._notification_requeue_in_flight()").ok().flatten().unwrap_or(0)
         });
@@ -306,13 +326,16 @@ impl Dispatcher {
         self.claim_needed = false;
         self.last_claim = Instant::now();
         let options = super::delivery_options();
-        if (options.connect_timeout, options.timeout) != self.http_options {
-            self.http = notify_core::http_agent(&options);
-            self.http_options = (options.connect_timeout, options.timeout);
+        let threads_per_channel = channel_threads();
+        let wanted = (options.connect_timeout, options.timeout, threads_per_channel);
+        if wanted != self.http_options {
+            // Every sender thread of a channel keeps its connection to the receiver alive.
+            self.http = notify_core::http_agent_pooled(&options, threads_per_channel);
+            self.http_options = wanted;
         }
         let (busy_ids, busy_counts): (Vec<i32>, Vec<i32>) =
             self.per_channel.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).unzip();
-        let threads_per_channel = gucs::CHANNEL_PARALLEL.get().max(1);
+        let threads_per_channel = threads_per_channel as i32;
         let per_channel = threads_per_channel * PER_THREAD;
         let claimed = worker::try_guarded(|| {
             let result = Spi::connect_mut(|client| {

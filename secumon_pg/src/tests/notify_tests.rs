@@ -117,6 +117,39 @@ mod tests {
     }
 
     #[pg_test]
+    fn claim_from_a_backlog_takes_each_alerts_transitions_in_order() {
+        // A backlog as an alert storm leaves it (statistics not yet refreshed): every alert's
+        // firing, then every alert's resolved, then a third round for half of them.
+        channel("all", "events=ARRAY['firing','resolved','repeat']");
+        for n in 1..=300 {
+            event(n, RULE_A, "default", "firing", "critical", false);
+        }
+        for n in 1..=300 {
+            event(n, RULE_A, "default", "resolved", "critical", false);
+        }
+        for n in 1..=150 {
+            event(n, RULE_A, "default", "repeat", "critical", false);
+        }
+        let claim = "SELECT count(*) FROM secumon._notification_claim(10000, '1 minute', 10000, '{}', '{}')";
+        assert_eq!(count(claim), 300, "one transition per alert while its earlier one is in flight");
+        assert_eq!(count("SELECT count(*) FROM secumon.notification_outbox WHERE status = 'sending' AND event <> 'firing'"), 0);
+        let record = |event: &str| {
+            Spi::run(&format!(
+                "SELECT secumon._notification_record(array_agg(notification_id), array_agg('sent'::text), array_agg(0::float8), \
+                 array_agg(200), array_agg(NULL::text), array_agg(NULL::text), array_agg(1::float8), array_agg(0::float8)) \
+                 FROM secumon.notification_outbox WHERE status = 'sending' AND event = '{event}'"
+            ))
+            .unwrap()
+        };
+        record("firing");
+        assert_eq!(count(claim), 300, "then each alert's resolved");
+        assert_eq!(count("SELECT count(*) FROM secumon.notification_outbox WHERE status = 'sending' AND event <> 'resolved'"), 0);
+        record("resolved");
+        assert_eq!(count(claim), 150, "then the repeats");
+        assert_eq!(count("SELECT count(*) FROM secumon.notification_outbox WHERE status <> 'sent' AND event <> 'repeat'"), 0);
+    }
+
+    #[pg_test]
     fn record_moves_rows_to_sent_retry_or_failed() {
         channel("all", "");
         for n in 1..=3 {
