@@ -31,7 +31,8 @@ bench_cluster_start() {
     } >> "$BENCH_DIR/data/postgresql.conf"
     sudo -u postgres "$PG_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/log" -w start >/dev/null
     [ -n "${BENCH_KEEP:-}" ] || trap bench_cluster_stop EXIT
-    echo "$BENCH_DIR $BENCH_PORT" > /tmp/secumon-bench-last
+    # A kept cluster says where it is (concurrent benchmarks must not share a well-known file).
+    [ -z "${BENCH_KEEP:-}" ] || echo "kept cluster: $BENCH_DIR port $BENCH_PORT" >&2
     sudo -u postgres "$PG_BIN/createdb" -h "$BENCH_DIR" -p "$BENCH_PORT" bench
     bench_psql -q -c "CREATE EXTENSION secumon"
 }

@@ -463,6 +463,8 @@ SELECT EXISTS (
 $$;
 
 -- Writes one alert_events row per (alert, event), with the payload notifications are built from.
+-- (The threshold engine writes its events in the statement that makes the transitions, with the
+-- same columns, silence test and payload.)
 CREATE FUNCTION secumon._emit_alert_events(alert_ids uuid[], events text[]) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -473,16 +475,12 @@ BEGIN
     END IF;
     INSERT INTO secumon.alert_events (alert_id, rule_id, tenant_id, agent_id, series_key, event, severity, silenced, payload)
     SELECT al.id, al.rule_id, al.tenant_id, al.agent_id, al.series_key, e.event, al.severity,
-           secumon._is_silenced(al.tenant_id, al.agent_id, al.rule_id, al.severity, ag.labels),
-           jsonb_build_object(
-               'alert_id', al.id, 'rule_id', al.rule_id, 'rule_name', r.name, 'tenant_id', al.tenant_id,
-               'agent_id', al.agent_id, 'hostname', ag.hostname, 'series_key', al.series_key,
-               'state', al.state, 'event', e.event, 'severity', al.severity, 'metric', al.metric_name,
-               'condition', r.condition, 'threshold', al.threshold, 'current_value', al.current_value,
-               'started_at', al.started_at, 'triggered_at', al.triggered_at, 'resolved_at', al.resolved_at,
-               'acknowledged_at', al.acknowledged_at, 'acknowledged_by', al.acknowledged_by,
-               'ack_comment', al.ack_comment, 'labels', coalesce(ag.labels, '{}'),
-               'summary', secumon._alert_summary(al, r.name, r.condition, e.event))
+           -- _is_silenced is a function call per row: make it only while some silence is in
+           -- force at all, which the uncorrelated EXISTS checks once per statement.
+           CASE WHEN EXISTS (SELECT FROM secumon.silences si WHERE now() >= si.starts_at AND now() < si.ends_at)
+                THEN secumon._is_silenced(al.tenant_id, al.agent_id, al.rule_id, al.severity, ag.labels)
+                ELSE false END,
+           secumon._alert_event_payload(al, e.event, r.name, r.condition, ag.hostname, ag.labels)
       FROM unnest(alert_ids, events) AS e(alert_id, event)
       JOIN secumon.alerts al ON al.id = e.alert_id
       JOIN secumon.alert_rules r ON r.id = al.rule_id
@@ -492,8 +490,9 @@ BEGIN
 END
 $$;
 
+-- STABLE (to_char is) and without SET, so that it is inlined into the statement writing events.
 CREATE FUNCTION secumon._alert_summary(al secumon.alerts, rule_name text, condition text, event text) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
 SELECT CASE event
          WHEN 'resolved' THEN 'RESOLVED: '
          WHEN 'acknowledged' THEN 'ACKNOWLEDGED: '
@@ -511,6 +510,22 @@ SELECT CASE event
           END
 $$;
 
+-- The payload of an alert_events row, which notifications are built from. Plain SQL without SET
+-- (every name qualified), so that it is inlined into the statements writing events.
+CREATE FUNCTION secumon._alert_event_payload(al secumon.alerts, event text, rule_name text, condition text,
+                                             hostname text, labels jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+SELECT pg_catalog.jsonb_build_object(
+           'alert_id', al.id, 'rule_id', al.rule_id, 'rule_name', rule_name, 'tenant_id', al.tenant_id,
+           'agent_id', al.agent_id, 'hostname', hostname, 'series_key', al.series_key,
+           'state', al.state, 'event', event, 'severity', al.severity, 'metric', al.metric_name,
+           'condition', condition, 'threshold', al.threshold, 'current_value', al.current_value,
+           'started_at', al.started_at, 'triggered_at', al.triggered_at, 'resolved_at', al.resolved_at,
+           'acknowledged_at', al.acknowledged_at, 'acknowledged_by', al.acknowledged_by,
+           'ack_comment', al.ack_comment, 'labels', coalesce(labels, '{}'),
+           'summary', secumon._alert_summary(al, rule_name, condition, event))
+$$;
+
 -- Evaluates the threshold rules `rule_ids` over the samples ingested after `since`.
 -- Returns the number of transitions that produced events.
 CREATE FUNCTION secumon._evaluate_threshold_rules(rule_ids uuid[], since timestamptz) RETURNS integer
@@ -524,8 +539,12 @@ DECLARE
     has_counters boolean;
     metric_hot text;
     disk_hot text;
-    ids uuid[];
-    kinds text[];
+    hot_ids text;
+    transitions_sql text;
+    events integer;
+    new_pairs bigint;
+    lock_wait text;
+    stats_target text;
 BEGIN
     -- Rules in scope, one row each, with the series they watch.
     CREATE TEMP TABLE IF NOT EXISTS _secumon_rules ON COMMIT DROP AS
@@ -540,7 +559,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    ANALYZE _secumon_rules;
+    ANALYZE _secumon_rules (id, series, tenant_id, agent_id, series_key, counter);
     SELECT bool_or(counter) INTO has_counters FROM _secumon_rules;
 
     -- 1. Agents worth a look. A sample can only start or continue a breach if it passes the
@@ -597,7 +616,10 @@ BEGIN
     END IF;
     ANALYZE _secumon_hot_agents;
 
-    -- 2. The new samples of those agents, one row per series value.
+    -- 2. The new samples of those agents, one row per series value. disk_metrics and
+    --    network_metrics rows carry agent_id: they are filtered by it before the join that maps
+    --    the few rows left to agent_key (not one agents lookup per new row).
+    hot_ids := 'SELECT ha.agent_id FROM _secumon_hot_agents h JOIN secumon.agents ha ON ha.agent_key = h.agent_key';
     CREATE TEMP TABLE IF NOT EXISTS _secumon_batch
         (agent_key integer, series text, series_key text, time timestamptz, value float8) ON COMMIT DROP;
     TRUNCATE _secumon_batch;
@@ -606,9 +628,9 @@ BEGIN
         SELECT x.* FROM (%s) x WHERE x.time IS NOT NULL
         $b$, secumon._alert_samples_query(
                  's.ingested_at > $1 AND s.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)',
-                 's.ingested_at > $1 AND a.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)',
+                 format('s.ingested_at > $1 AND s.agent_id IN (%s)', hot_ids),
                  CASE WHEN has_counters
-                      THEN 's.ingested_at > $1 - $3 AND a.agent_key IN (SELECT agent_key FROM _secumon_hot_agents)'
+                      THEN format('s.ingested_at > $1 - $3 AND s.agent_id IN (%s)', hot_ids)
                       ELSE 'false' END))
         USING since, (SELECT array_agg(DISTINCT series) FROM _secumon_rules), counter_lookback;
     ANALYZE _secumon_batch;
@@ -659,8 +681,14 @@ BEGIN
              WHERE (r.agent_id IS NULL OR r.agent_id = a.agent_id)
                AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
                AND (r.series_key IS NULL OR r.series_key = g.series_key)) p
-     WHERE p.verdict <> 'none' OR p.alert_id IS NOT NULL;
-    ANALYZE _secumon_pairs;
+     WHERE (p.verdict <> 'none' OR p.alert_id IS NOT NULL)
+       -- Nothing to do for an active alert that every new value keeps in breach, unless it is
+       -- pending and now reaches its duration: in a steady cycle that is most active alerts.
+       AND NOT (p.verdict = 'all' AND p.alert_id IS NOT NULL
+                AND (p.alert_state = 'firing' OR p.last_time - p.alert_started_at < p.duration));
+    -- Statistics of the columns the next statements join and filter on only: sampling every
+    -- column of up to 50,000 pairs cost a tenth of a cycle that opens that many alerts.
+    ANALYZE _secumon_pairs (rule_id, agent_key, series, series_key, verdict, alert_id, alert_state);
 
     -- Mixed pairs, sample by sample: where the condition last failed, where the current breach
     -- began, where a firing alert last was not recovered and when it recovered.
@@ -689,15 +717,20 @@ BEGIN
       FROM summary s
      WHERE p.rule_id = s.rule_id AND p.agent_key = s.agent_key AND p.series_key = s.series_key;
 
-    -- 5. Transitions.
+    -- 5. Transitions, and their events written from the rows the transitions return.
+    --    No active alert exists for the pairs opened here (the pairs were joined with them), so
+    --    the insert runs without ON CONFLICT: a speculative insertion costs about a third more
+    --    per row, which is most of a cycle that opens many alerts. Should an active alert appear
+    --    meanwhile all the same (inserted by hand), the statement runs again, skipping it.
+    transitions_sql := $t$
     WITH decided AS (
         SELECT p.*,
                CASE WHEN p.alert_state = 'pending' AND p.last_not_cond IS NULL THEN p.alert_started_at
                     ELSE p.breach_start END AS breach_from
           FROM _secumon_pairs p),
     opened AS (
-        INSERT INTO secumon.alerts (rule_id, tenant_id, agent_id, series_key, state, severity, metric_name, threshold,
-                                    current_value, started_at, triggered_at, last_sample_at, last_notified_at)
+        INSERT INTO secumon.alerts AS al (rule_id, tenant_id, agent_id, series_key, state, severity, metric_name, threshold,
+                                          current_value, started_at, triggered_at, last_sample_at, last_notified_at)
         SELECT d.rule_id, d.tenant_id, d.agent_id, d.series_key,
                CASE WHEN d.last_time - d.breach_from >= d.duration THEN 'firing' ELSE 'pending' END,
                d.severity, d.series, d.threshold, d.last_value, d.breach_from,
@@ -706,8 +739,8 @@ BEGIN
                CASE WHEN d.last_time - d.breach_from >= d.duration THEN now() END
           FROM decided d
          WHERE d.alert_id IS NULL AND d.breach_from IS NOT NULL
-        ON CONFLICT (rule_id, agent_id, series_key) WHERE state IN ('pending', 'firing') DO NOTHING
-        RETURNING id, state),
+        %s
+        RETURNING al),
     pending_changed AS (
         UPDATE secumon.alerts al
            SET state = CASE WHEN d.breach_from IS NULL THEN 'resolved'
@@ -723,7 +756,7 @@ BEGIN
           FROM decided d
          WHERE al.id = d.alert_id AND d.alert_state = 'pending'
            AND (d.breach_from IS NULL OR d.breach_from <> d.alert_started_at OR d.last_time - d.breach_from >= d.duration)
-        RETURNING al.id, al.state),
+        RETURNING al),
     firing_resolved AS (
         UPDATE secumon.alerts al
            SET state = 'resolved', resolved_at = d.recovered_at, current_value = d.last_value,
@@ -731,13 +764,52 @@ BEGIN
           FROM decided d
          WHERE al.id = d.alert_id AND d.alert_state = 'firing' AND d.recovered_at IS NOT NULL
            AND (d.last_not_recovered IS NULL OR d.last_not_recovered < d.last_time)
-        RETURNING al.id)
-    SELECT array_agg(t.id), array_agg(t.event) INTO ids, kinds
-      FROM (SELECT id, 'firing' AS event FROM opened WHERE state = 'firing'
-            UNION ALL SELECT id, 'firing' FROM pending_changed WHERE state = 'firing'
-            UNION ALL SELECT id, 'resolved' FROM firing_resolved) t;
+        RETURNING al),
+    -- The events, from the rows the transitions return: as _emit_alert_events writes them, in
+    -- this same statement rather than by reading the alerts back by id.
+    transitions AS (
+        SELECT o.al, 'firing' AS event FROM opened o WHERE (o.al).state = 'firing'
+        UNION ALL SELECT c.al, 'firing' FROM pending_changed c WHERE (c.al).state = 'firing'
+        UNION ALL SELECT f.al, 'resolved' FROM firing_resolved f)
+    INSERT INTO secumon.alert_events (alert_id, rule_id, tenant_id, agent_id, series_key, event, severity, silenced, payload)
+    SELECT (t.al).id, (t.al).rule_id, (t.al).tenant_id, (t.al).agent_id, (t.al).series_key, t.event, (t.al).severity,
+           CASE WHEN EXISTS (SELECT FROM secumon.silences si WHERE now() >= si.starts_at AND now() < si.ends_at)
+                THEN secumon._is_silenced((t.al).tenant_id, (t.al).agent_id, (t.al).rule_id, (t.al).severity, ag.labels)
+                ELSE false END,
+           secumon._alert_event_payload(t.al, t.event, r.name, r.condition, ag.hostname, ag.labels)
+      FROM transitions t
+      JOIN secumon.alert_rules r ON r.id = (t.al).rule_id
+      LEFT JOIN secumon.agents ag ON ag.agent_id = (t.al).agent_id
+    $t$;
+    BEGIN
+        EXECUTE format(transitions_sql, '');
+        GET DIAGNOSTICS events = ROW_COUNT;
+    EXCEPTION WHEN unique_violation THEN
+        EXECUTE format(transitions_sql,
+                       $c$ON CONFLICT (rule_id, agent_id, series_key) WHERE state IN ('pending', 'firing') DO NOTHING$c$);
+        GET DIAGNOSTICS events = ROW_COUNT;
+    END;
 
-    RETURN secumon._emit_alert_events(ids, kinds);
+    -- 6. After a cycle that opened many alerts, statistics of secumon.alerts that still describe
+    --    the table before it would make the next cycle's join with the active alerts quadratic
+    --    (taken for a handful of rows, the planner scans them all once per pair): refresh them
+    --    now rather than when autovacuum gets to it. Skipped while autovacuum holds the table.
+    --    A sample of 3,000 rows (statistics target 10) gives the sizes the plans need at a tenth
+    --    of the cost; autovacuum's next pass restores the usual precision.
+    SELECT count(*) INTO new_pairs FROM _secumon_pairs WHERE alert_id IS NULL;
+    IF new_pairs >= 1000 AND new_pairs > (SELECT c.reltuples FROM pg_catalog.pg_class c
+                                           WHERE c.oid = 'secumon.alerts'::regclass) / 5 THEN
+        lock_wait := current_setting('lock_timeout');
+        stats_target := current_setting('default_statistics_target');
+        PERFORM set_config('lock_timeout', '50ms', true), set_config('default_statistics_target', '10', true);
+        BEGIN
+            ANALYZE secumon.alerts (rule_id, agent_id, series_key, state);
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+        PERFORM set_config('lock_timeout', lock_wait, true), set_config('default_statistics_target', stats_target, true);
+    END IF;
+    RETURN events;
 END
 $$;
 
