@@ -195,7 +195,7 @@ fn main() {
     // lookup (agent_key and layout_id are passed in) and no last_seen update.
     let layout = {
         let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
-        c.batch_execute(BARE_ROWS_FUNCTION).unwrap_or_else(|e| panic!("create bench_bare_rows: {e}"));
+        c.batch_execute(BARE_ROWS_FUNCTION).unwrap_or_else(|e| panic!("create bench.ingest: {e}"));
         let mut db = Db::connect(&conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
         let p = ingest_params(&reports[0]);
         db.query_value("SELECT secumon._layout_id($1::text[])", &p[2..3]).unwrap_or_else(|e| panic!("layout: {e}"))
@@ -433,45 +433,35 @@ const ROUNDS: usize = 5;
 const PARSE_ONLY_SQL: &str = "SELECT $1::text IS NOT NULL AND $2::timestamptz IS NOT NULL AND $3::text[] IS NOT NULL \
     AND $4::float8[] IS NOT NULL AND $5::jsonb IS NOT NULL AND $6::jsonb IS NOT NULL AND $7::jsonb IS NOT NULL";
 
-/// secumon.ingest's INSERT statements alone (see BARE_ROWS_SQL).
+/// secumon.ingest's INSERT statements alone (see BARE_ROWS_SQL), cut out of the installed
+/// function's source so that they are the very statements ingest runs: the metric_samples
+/// INSERT, and everything from the disks INSERT to the last array's, with the function's own
+/// parameter names (the copy is named `ingest` too, in schema bench, so `ingest."time"` means
+/// its parameter) and the agent's key and layout id passed in. Fails loudly if ingest's text no
+/// longer has that shape.
 const BARE_ROWS_FUNCTION: &str = r#"
-CREATE OR REPLACE FUNCTION public.bench_bare_rows(agent_id text, "time" timestamptz, agent_key integer, layout_id integer,
-                                                  vals float8[], disks jsonb, networks jsonb, processes jsonb)
-RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+CREATE SCHEMA IF NOT EXISTS bench;
+DO $do$
+DECLARE
+    src text := (SELECT prosrc FROM pg_proc
+                  WHERE oid = 'secumon.ingest(text, timestamptz, text[], float8[], jsonb, jsonb, jsonb)'::regprocedure);
+    samples text := substring(src from '(INSERT INTO secumon\.metric_samples .*?ON CONFLICT DO NOTHING;)');
+    arrays text := substring(src from '(IF disks IS NOT NULL THEN.*END IF;)\s*UPDATE secumon\.agents');
 BEGIN
-    INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
-    VALUES (bench_bare_rows."time", bench_bare_rows.agent_key, bench_bare_rows.layout_id, bench_bare_rows.vals)
-    ON CONFLICT DO NOTHING;
-    IF disks IS NOT NULL THEN
-        INSERT INTO secumon.disk_metrics (time, agent_id, device, mountpoint, fs_type, total_bytes, used_bytes, free_bytes,
-                                          usage_percent, inodes_total, inodes_used, inodes_usage_percent,
-                                          read_bytes, write_bytes, read_ops, write_ops)
-        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, d.device, d.mountpoint, d.fs_type, d.total_bytes,
-               d.used_bytes, d.free_bytes, d.usage_percent, d.inodes_total, d.inodes_used, d.inodes_usage_percent,
-               d.read_bytes, d.write_bytes, d.read_ops, d.write_ops
-          FROM jsonb_populate_recordset(NULL::secumon.disk_metrics, disks) AS d;
+    IF samples IS NULL OR arrays IS NULL THEN
+        RAISE EXCEPTION 'secumon.ingest no longer has the INSERT statements this benchmark cuts out of it';
     END IF;
-    IF networks IS NOT NULL THEN
-        INSERT INTO secumon.network_metrics (time, agent_id, interface, bytes_sent, bytes_recv, packets_sent, packets_recv,
-                                             errors_in, errors_out, drops_in, drops_out)
-        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, n.interface, n.bytes_sent, n.bytes_recv, n.packets_sent,
-               n.packets_recv, n.errors_in, n.errors_out, n.drops_in, n.drops_out
-          FROM jsonb_populate_recordset(NULL::secumon.network_metrics, networks) AS n;
-    END IF;
-    IF processes IS NOT NULL THEN
-        INSERT INTO secumon.process_metrics (time, agent_id, pid, name, command, "user", cpu_percent, memory_bytes,
-                                             memory_percent, status)
-        SELECT bench_bare_rows."time", bench_bare_rows.agent_id, p.pid, p.name, p.command, p."user", p.cpu_percent,
-               p.memory_bytes, p.memory_percent, p.status
-          FROM jsonb_populate_recordset(NULL::secumon.process_metrics, processes) AS p;
-    END IF;
-    RETURN true;
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION bench.ingest(agent_id text, "time" timestamptz, agent_key integer, layout integer,
+                                                vals float8[], disks jsonb, networks jsonb, processes jsonb)
+        RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS %L$f$,
+        format(E'DECLARE\n    a record;\nBEGIN\n    SELECT ingest.agent_key INTO a;\n    %s\n    %s\n    RETURN true;\nEND',
+               samples, arrays));
 END
-$$"#;
+$do$;
+"#;
 
-/// The report's rows through bench_bare_rows, with the same seven parameters as
-/// secumon.ingest parsed by the same casts ($8: agent_key, $9: layout_id, known beforehand).
-const BARE_ROWS_SQL: &str = "SELECT public.bench_bare_rows($1::text, $2::timestamptz, $8::integer, $9::integer, $4::float8[], \
+const BARE_ROWS_SQL: &str = "SELECT bench.ingest($1::text, $2::timestamptz, $8::integer, $9::integer, $4::float8[], \
     $5::jsonb, $6::jsonb, $7::jsonb) WHERE $3::text[] IS NOT NULL";
 
 /// One more ingest pass with pg_stat_statements timing the statements inside secumon.ingest()
