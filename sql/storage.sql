@@ -1,5 +1,5 @@
--- Storage: daily partitions, the default-partition drain, the agent write path and the
--- public secumon.metrics view.
+-- Storage: daily partitions, the default-partition drain, the agent write path and INSERT into
+-- the public secumon.metrics view (the view itself is in sql/lifecycle.sql).
 
 -- Bounds how long the calling transaction waits for any lock (secumon.maintenance_lock_timeout).
 -- Maintenance DDL that queued behind a long reader would make every ingest queue behind it: it
@@ -526,17 +526,7 @@ END
 $$;
 COMMENT ON FUNCTION secumon.ingest(text, timestamptz, text[], float8[], jsonb, jsonb, jsonb) IS 'Stores one agent report (see docs/ingest-protocol.md); false when it was already stored.';
 
--- The public narrow view: one row per sample.
-CREATE VIEW secumon.metrics WITH (security_invoker = true) AS
-SELECT s.time, a.agent_id, u.metric_type, u.metric_name, u.value
-FROM secumon.metric_samples s
-JOIN secumon.agents a ON a.agent_key = s.agent_key
-JOIN secumon.metric_layouts l ON l.layout_id = s.layout_id
-CROSS JOIN LATERAL unnest(l.metric_types, l.metric_names, s.vals) AS u(metric_type, metric_name, value)
-WHERE u.value IS NOT NULL;
-COMMENT ON VIEW secumon.metrics IS 'CPU, memory and system samples, one row per (time, agent, metric). INSERT works too.';
-
--- INSERT INTO secumon.metrics: merges the sample into the agent's report row of that instant.
+-- INSERT INTO secumon.metrics (the view of sql/lifecycle.sql): merges the sample into the agent's report row of that instant.
 -- Meant for back-fills, imports and tests; agents use secumon.ingest(), which is much faster.
 CREATE FUNCTION secumon._metrics_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -597,5 +587,5 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER metrics_insert INSTEAD OF INSERT ON secumon.metrics
-FOR EACH ROW EXECUTE FUNCTION secumon._metrics_insert();
+-- The view and this trigger on it are created in sql/lifecycle.sql, after the series dictionary
+-- the view reads.
