@@ -20,12 +20,27 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 65536;
 CREATE FUNCTION secumon._max_report_array_bytes() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 1048576;
 
--- Raises 54000 if `value` (named `what` in the message) is larger than max_bytes or nested
--- deeper than secumon._max_json_depth() levels of objects and arrays.
+-- The path that finds a value nested deeper than secumon._max_json_depth() levels: .**{n}
+-- reaches the values n levels down, and one exists only below n nested containers.
+CREATE FUNCTION secumon._json_too_deep() RETURNS jsonpath
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ('strict $.**{' || (secumon._max_json_depth() + 1)::text || '}')::jsonpath;
+
+-- Whether `value` is within the bounds: NULL, or at most max_bytes and nested at most
+-- secumon._max_json_depth() levels. Plain SQL without SET, so the planner inlines it (and folds
+-- the path into a constant) where secumon.ingest tests a report's arrays on every call.
+CREATE FUNCTION secumon._jsonb_within(value jsonb, max_bytes integer) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN value IS NULL
+    OR (pg_catalog.pg_column_size(value) <= max_bytes
+        AND NOT pg_catalog.jsonb_path_exists(value, secumon._json_too_deep()));
+
+-- Raises 54000 unless `value` (named `what` in the message) is within the bounds of
+-- secumon._jsonb_within, saying which one it exceeds.
 CREATE FUNCTION secumon._check_jsonb(value jsonb, what text, max_bytes integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF value IS NULL THEN
+    IF secumon._jsonb_within(value, max_bytes) THEN
         RETURN;
     END IF;
     IF pg_column_size(value) > max_bytes THEN
@@ -33,12 +48,9 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'Send less: a few short labels, or fewer entries.';
     END IF;
-    -- .**{n} reaches the values n levels down: one exists only below n nested containers.
-    IF jsonb_path_exists(value, format('strict $.**{%s}', secumon._max_json_depth() + 1)::jsonpath) THEN
-        RAISE EXCEPTION '% is nested too deeply: at most % levels of objects and arrays are accepted', what, secumon._max_json_depth()
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Flatten it, e.g. {"env": "prod", "dc": "fra1"}.';
-    END IF;
+    RAISE EXCEPTION '% is nested too deeply: at most % levels of objects and arrays are accepted', what, secumon._max_json_depth()
+        USING ERRCODE = 'program_limit_exceeded',
+              HINT = 'Flatten it, e.g. {"env": "prod", "dc": "fra1"}.';
 END
 $$;
 
