@@ -16,7 +16,7 @@ CREATE TABLE secumon.metric_catalog (
     description text NOT NULL,
     PRIMARY KEY (metric_type, metric_name)
 );
-COMMENT ON TABLE secumon.metric_catalog IS 'Known series. Counters are evaluated by alert rules as per-second rates.';
+COMMENT ON TABLE secumon.metric_catalog IS 'Known series. Counters are evaluated by alert rules as per-second rates. Custom series (metric_type custom) are not listed: a name ending in _total, _count, _sum or _bucket is a counter, any other a gauge.';
 INSERT INTO secumon.metric_catalog VALUES
     ('cpu', 'usage_percent', 'gauge', 'percent', 'CPU busy time'),
     ('cpu', 'user_percent', 'gauge', 'percent', 'CPU time in user mode'),
@@ -71,8 +71,25 @@ INSERT INTO secumon.metric_catalog VALUES
     ('network', 'errors_in', 'counter', 'errors', 'Receive errors (rules see errors/s)'),
     ('network', 'errors_out', 'counter', 'errors', 'Transmit errors (rules see errors/s)'),
     ('network', 'drops_in', 'counter', 'packets', 'Received packets dropped (rules see drops/s)'),
-    ('network', 'drops_out', 'counter', 'packets', 'Sent packets dropped (rules see drops/s)');
+    ('network', 'drops_out', 'counter', 'packets', 'Sent packets dropped (rules see drops/s)'),
+    -- The agent's probes (docs/agent-inputs.md); labels probe (http, tcp, icmp) and target.
+    ('probe', 'up', 'gauge', 'boolean', 'Target answered as expected (1) or not (0)'),
+    ('probe', 'duration_seconds', 'gauge', 'seconds', 'Time the probe took (HTTP: to the last byte; TCP: connect)'),
+    ('probe', 'http_status_code', 'gauge', 'status', 'HTTP status code of the answer'),
+    ('probe', 'tls_cert_days_left', 'gauge', 'days', 'Days until the TLS certificate expires (negative: expired)'),
+    ('probe', 'rtt_seconds', 'gauge', 'seconds', 'ICMP echo: mean round-trip time of the replies'),
+    ('probe', 'packet_loss_percent', 'gauge', 'percent', 'ICMP echo: requests without a reply');
 SELECT pg_catalog.pg_extension_config_dump('secumon.metric_catalog', '');
+
+-- Whether alert rules see a series' per-second rate: the catalog's kind, or for a custom series
+-- the OpenMetrics naming rule (counters end in _total; a histogram's _bucket, _sum and _count
+-- count too).
+CREATE FUNCTION secumon._counter_series(metric_type text, metric_name text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT coalesce((SELECT c.kind = 'counter' FROM secumon.metric_catalog c
+                  WHERE c.metric_type = _counter_series.metric_type AND c.metric_name = _counter_series.metric_name),
+                metric_type = 'custom' AND metric_name ~ '(_total|_count|_sum|_bucket)$')
+$$;
 CREATE TRIGGER metric_catalog_merge_default BEFORE INSERT ON secumon.metric_catalog
     FOR EACH ROW EXECUTE FUNCTION secumon._merge_default_row('metric_type', 'metric_name');
 
@@ -98,13 +115,15 @@ CREATE TABLE secumon.alert_rules (
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, name),
-    default_key        text UNIQUE
+    default_key        text UNIQUE,
+    series_labels      jsonb NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE secumon.alert_rules IS 'Alert rules. kind threshold: metric condition threshold held for duration; kind no_data: agent silent for no_data_after.';
 COMMENT ON COLUMN secumon.alert_rules.agent_id IS 'NULL: every agent of the tenant (optionally narrowed by agent_labels).';
 COMMENT ON COLUMN secumon.alert_rules.series_key IS 'NULL: every filesystem / interface; else only this mountpoint or interface.';
 COMMENT ON COLUMN secumon.alert_rules.recovery_threshold IS 'Hysteresis: a firing alert resolves only once the value is back beyond this threshold.';
 COMMENT ON COLUMN secumon.alert_rules.default_key IS 'Set on the default rules CREATE EXTENSION makes (e.g. high_cpu_usage); a restored dump merges into them by it.';
+COMMENT ON COLUMN secumon.alert_rules.series_labels IS 'Custom and probe series: only label sets containing these labels ({"code": "500"}); {} every label set. Each label set alerts on its own.';
 COMMENT ON COLUMN secumon.alert_rules.repeat_interval IS 'Re-notify a still-firing, unacknowledged alert this often (NULL: never).';
 
 CREATE TABLE secumon.alerts (
@@ -276,6 +295,13 @@ BEGIN
     IF metric_type IS NULL OR metric_name IS NULL THEN
         PERFORM secumon._rule_error('metric_type and metric_name are required for a threshold rule');
     END IF;
+    IF metric_type = 'custom' THEN
+        IF metric_name !~ '^[a-zA-Z_:][a-zA-Z0-9_:.]{0,199}$' THEN
+            PERFORM secumon._rule_error(format('invalid custom metric name %s', quote_literal(left(metric_name, 300))),
+                                        'A custom metric is named like a Prometheus metric, e.g. app_queue_depth or app.http_requests_total; select labels with series_labels.');
+        END IF;
+        RETURN;  -- a rule may watch a custom series before the first sample arrives
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM secumon.metric_catalog c WHERE c.metric_type = _validate_rule.metric_type
                                                           AND c.metric_name = _validate_rule.metric_name)
        AND NOT (metric_type IN ('cpu', 'memory', 'system')
@@ -300,6 +326,16 @@ BEGIN
     PERFORM secumon._validate_rule(NEW.kind, NEW.metric_type, NEW.metric_name, NEW.agent_id, NEW.agent_labels,
                                    NEW.condition, NEW.threshold, NEW.recovery_threshold, NEW.duration,
                                    NEW.no_data_after, NEW.severity, NEW.repeat_interval);
+    IF NEW.series_labels IS NULL OR jsonb_typeof(NEW.series_labels) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(NEW.series_labels) e
+                   WHERE jsonb_typeof(e.value) <> 'string' OR e.key !~ '^[a-zA-Z_][a-zA-Z0-9_]{0,99}$') THEN
+        PERFORM secumon._rule_error('series_labels must be a JSON object of strings keyed by label names',
+                                    'For example {"code": "500"}; {} selects every label set.');
+    END IF;
+    IF NEW.series_labels <> '{}' AND NEW.kind = 'threshold' AND NEW.metric_type NOT IN ('custom', 'probe') THEN
+        PERFORM secumon._rule_error('series_labels select custom and probe series; host series have no labels',
+                                    'A filesystem or an interface is chosen with series_key.');
+    END IF;
     IF NEW.kind = 'no_data' THEN
         NEW.metric_type := NULL;
         NEW.metric_name := NULL;
@@ -350,7 +386,9 @@ INSERT INTO secumon.alert_rules (default_key, name, description, metric_type, me
     ('high_cpu_usage', 'High CPU Usage', 'CPU usage above 90% for 5 minutes', 'cpu', 'usage_percent', 'gt', 90, '5 minutes', 'critical'),
     ('high_memory_usage', 'High Memory Usage', 'Memory usage above 85%', 'memory', 'usage_percent', 'gt', 85, '0', 'warning'),
     ('high_disk_usage', 'High Disk Usage', 'Filesystem usage above 90%', 'disk', 'usage_percent', 'gt', 90, '0', 'critical'),
-    ('high_load_average', 'High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning');
+    ('high_load_average', 'High Load Average', '5-minute load average above 10 for 3 minutes', 'cpu', 'load_avg_5', 'gt', 10, '3 minutes', 'warning'),
+    ('probe_target_down', 'Probe Target Down', 'A probed target has not answered as expected for 1 minute', 'probe', 'up', 'lt', 1, '1 minute', 'critical'),
+    ('tls_certificate_expiring', 'TLS Certificate Expiring', 'A probed TLS certificate expires within 14 days', 'probe', 'tls_cert_days_left', 'lt', 14, '0', 'warning');
 CREATE TRIGGER alert_rules_merge_default BEFORE INSERT ON secumon.alert_rules
     FOR EACH ROW WHEN (NEW.default_key IS NOT NULL) EXECUTE FUNCTION secumon._merge_default_row('default_key');
 CREATE TRIGGER alert_rules_remember_removed_default AFTER DELETE ON secumon.alert_rules
@@ -360,6 +398,21 @@ CREATE TRIGGER alert_rules_remember_removed_default AFTER DELETE ON secumon.aler
 -- Samples as the engine sees them
 -- ---------------------------------------------------------------------------------------------
 
+-- Where the series of the families `families` ("<type>.<name>", labels aside) sit in each layout:
+-- counters or the others. series_key is a custom or probe series' label part ('' for host
+-- series), so that each label set is its own alert, as each filesystem is.
+CREATE FUNCTION secumon._layout_positions(families text[], counters boolean)
+RETURNS TABLE (layout_id integer, series text, series_key text, idx integer)
+LANGUAGE sql STABLE AS $$
+SELECT l.layout_id, ms.metric_type || '.' || ms.metric_name,
+       CASE WHEN ms.labels = '{}' THEN '' ELSE substr(ms.series, strpos(ms.series, '{')) END, u.idx::integer
+  FROM secumon.metric_layouts l
+ CROSS JOIN LATERAL unnest(l.series_ids) WITH ORDINALITY AS u(series_id, idx)
+  JOIN secumon.metric_series ms ON ms.series_id = u.series_id
+ WHERE ms.metric_type || '.' || ms.metric_name = ANY (families)
+   AND secumon._counter_series(ms.metric_type, ms.metric_name) = counters
+$$;
+
 -- SQL text of a query yielding (agent_key, series, series_key, time, value) for the series in $2
 -- (text[]): rows of metric_samples (alias s) passing `metric_filter`, of disk_metrics (alias s,
 -- agents alias a) passing `disk_filter`, and per-second rates of the disk and network counters
@@ -368,11 +421,8 @@ CREATE TRIGGER alert_rules_remember_removed_default AFTER DELETE ON secumon.aler
 CREATE FUNCTION secumon._alert_samples_query(metric_filter text, disk_filter text, counter_filter text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $q$
 SELECT format($f$
-    SELECT s.agent_key, ls.series, ''::text AS series_key, s.time, s.vals[ls.idx] AS value
-      FROM (SELECT l.layout_id, u.series, u.idx::integer AS idx
-              FROM secumon.metric_layouts l
-             CROSS JOIN LATERAL unnest(l.series) WITH ORDINALITY AS u(series, idx)
-             WHERE u.series = ANY ($2)) ls
+    SELECT s.agent_key, ls.series, ls.series_key, s.time, s.vals[ls.idx] AS value
+      FROM secumon._layout_positions($2, false) ls
       JOIN secumon.metric_samples s ON s.layout_id = ls.layout_id
      WHERE %1$s AND s.vals[ls.idx] IS NOT NULL
     UNION ALL
@@ -416,7 +466,13 @@ SELECT format($f$
                                                 ('network.errors_out', s.errors_out::float8),
                                                 ('network.drops_in', s.drops_in::float8),
                                                 ('network.drops_out', s.drops_out::float8)) AS v(series, counter)
-                     WHERE %3$s AND v.series = ANY ($2)) c
+                     WHERE %3$s AND v.series = ANY ($2)
+                    UNION ALL
+                    SELECT s.agent_key, ls.series, ls.series_key, s.time, s.vals[ls.idx]
+                      FROM secumon._layout_positions($2, true) ls
+                      JOIN (SELECT m.*, ma.agent_id FROM secumon.metric_samples m
+                              JOIN secumon.agents ma ON ma.agent_key = m.agent_key) s ON s.layout_id = ls.layout_id
+                     WHERE %3$s) c
             WINDOW w AS (PARTITION BY c.agent_key, c.series, c.series_key ORDER BY c.time)) r
      WHERE r.value IS NOT NULL
 $f$, metric_filter, disk_filter, counter_filter)
@@ -523,6 +579,8 @@ SELECT pg_catalog.jsonb_build_object(
            'started_at', al.started_at, 'triggered_at', al.triggered_at, 'resolved_at', al.resolved_at,
            'acknowledged_at', al.acknowledged_at, 'acknowledged_by', al.acknowledged_by,
            'ack_comment', al.ack_comment, 'labels', coalesce(labels, '{}'),
+           'series_labels', CASE WHEN al.series_key LIKE '{%' THEN (secumon._parse_series('custom.x' || al.series_key)).labels
+                                 ELSE '{}'::jsonb END,
            'summary', secumon._alert_summary(al, rule_name, condition, event))
 $$;
 
@@ -551,10 +609,9 @@ BEGIN
         SELECT r.*, ''::text AS series, false AS counter FROM secumon.alert_rules r WITH NO DATA;
     TRUNCATE _secumon_rules;
     INSERT INTO _secumon_rules
-    SELECT r.*, r.metric_type || '.' || r.metric_name, coalesce(c.kind = 'counter', false)
+    SELECT r.*, r.metric_type || '.' || r.metric_name, secumon._counter_series(r.metric_type, r.metric_name)
       FROM secumon.alert_rules r
       JOIN unnest(rule_ids) AS u(id) ON u.id = r.id
-      LEFT JOIN secumon.metric_catalog c ON c.metric_type = r.metric_type AND c.metric_name = r.metric_name
      WHERE r.kind = 'threshold';
     IF NOT FOUND THEN
         RETURN 0;
@@ -579,11 +636,10 @@ BEGIN
                                     (CASE WHEN b.other THEN '%1$s IS NOT NULL' END)) AS term(sql)
          WHERE term.sql IS NOT NULL),
     per_layout AS (
-        SELECT l.layout_id, string_agg(format(t.sql, format('s.vals[%s]', u.idx)), ' OR ') AS test
-          FROM secumon.metric_layouts l
-         CROSS JOIN LATERAL unnest(l.series) WITH ORDINALITY AS u(series, idx)
+        SELECT u.layout_id, string_agg(format(t.sql, format('s.vals[%s]', u.idx)), ' OR ') AS test
+          FROM secumon._layout_positions(ARRAY(SELECT series FROM tests), false) u
           JOIN tests t ON t.series = u.series
-         GROUP BY l.layout_id)
+         GROUP BY u.layout_id)
     SELECT (SELECT coalesce(string_agg(format('(s.layout_id = %s AND (%s))', layout_id, test), ' OR '), 'false') FROM per_layout),
            (SELECT coalesce(string_agg(format(t.sql, format('s.%I', substr(t.series, 6))), ' OR '), 'false')
               FROM tests t WHERE t.series LIKE 'disk.%')
@@ -600,6 +656,8 @@ BEGIN
         UNION
         SELECT a.agent_key FROM secumon.network_metrics s JOIN secumon.agents a ON a.agent_id = s.agent_id
          WHERE $2 AND s.ingested_at > $1
+        UNION
+        SELECT s.agent_key FROM secumon.metric_samples s WHERE $2 AND s.ingested_at > $1
         UNION
         SELECT a.agent_key FROM secumon.disk_metrics s JOIN secumon.agents a ON a.agent_id = s.agent_id
          WHERE $2 AND s.ingested_at > $1
@@ -680,7 +738,10 @@ BEGIN
                                          AND al.series_key = g.series_key AND al.state IN ('pending', 'firing')
              WHERE (r.agent_id IS NULL OR r.agent_id = a.agent_id)
                AND (r.agent_labels = '{}' OR a.labels @> r.agent_labels)
-               AND (r.series_key IS NULL OR r.series_key = g.series_key)) p
+               AND (r.series_key IS NULL OR r.series_key = g.series_key)
+               AND (r.series_labels = '{}'
+                    OR EXISTS (SELECT FROM secumon.metric_series ms
+                                WHERE ms.series = g.series || g.series_key AND ms.labels @> r.series_labels))) p
      WHERE (p.verdict <> 'none' OR p.alert_id IS NOT NULL)
        -- Nothing to do for an active alert that every new value keeps in breach, unless it is
        -- pending and now reaches its duration: in a steady cycle that is most active alerts.
@@ -1287,9 +1348,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON secumon.alert_rules, secumon.silences TO
 -- another tenant's row holds it.
 GRANT SELECT, DELETE ON secumon.alert_rules, secumon.silences TO secumon_web;
 GRANT INSERT (tenant_id, name, description, kind, metric_type, metric_name, agent_id, agent_labels, series_key,
-              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled),
+              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled,
+              series_labels),
       UPDATE (tenant_id, name, description, kind, metric_type, metric_name, agent_id, agent_labels, series_key,
-              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled)
+              condition, threshold, recovery_threshold, duration, no_data_after, severity, repeat_interval, enabled,
+              series_labels)
    ON secumon.alert_rules TO secumon_web;
 GRANT INSERT (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment),
       UPDATE (tenant_id, agent_id, rule_id, severity, agent_labels, starts_at, ends_at, created_by, comment)
@@ -1304,7 +1367,8 @@ GRANT EXECUTE ON FUNCTION secumon._is_silenced(text, text, uuid, text, jsonb),
                           secumon._breaches(text, float8, float8), secumon._recovered(text, float8, float8, float8),
                           secumon._validate_rule(text, text, text, text, jsonb, text, float8, float8, interval, interval, text, interval),
                           secumon._rule_error(text, text, text), secumon._check_agent_id(text),
-                          secumon._alert_samples_query(text, text, text)
+                          secumon._alert_samples_query(text, text, text),
+                          secumon._layout_positions(text[], boolean), secumon._counter_series(text, text)
    TO secumon_web, secumon_reader, secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.test_rule(text, text, float8, interval, timestamptz, timestamptz, text, float8, text, jsonb),
                           secumon.test_rule(uuid, timestamptz, timestamptz)

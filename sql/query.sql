@@ -624,6 +624,41 @@ END
 $$;
 COMMENT ON FUNCTION secumon.agent_processes(text, integer, text) IS 'Top processes of an agent as of its newest report, by cpu or memory.';
 
+-- The series an agent stored within `within` of now (every series the caller may see when
+-- agent_id is NULL), with labels and kind: what a scrape or probe brought, and the choices of
+-- Grafana's series variables.
+CREATE FUNCTION secumon.list_series(agent_id text DEFAULT NULL, within interval DEFAULT '1 day')
+RETURNS TABLE (series text, metric_type text, metric_name text, labels jsonb, kind text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    k integer;
+BEGIN
+    IF within IS NULL OR within <= interval '0' THEN
+        RAISE EXCEPTION 'within must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF agent_id IS NULL THEN
+        RETURN QUERY
+        SELECT ms.series, ms.metric_type, ms.metric_name, ms.labels,
+               CASE WHEN secumon._counter_series(ms.metric_type, ms.metric_name) THEN 'counter' ELSE 'gauge' END
+          FROM secumon.metric_series ms ORDER BY 1;
+        RETURN;
+    END IF;
+    k := secumon._agent_key(agent_id);
+    RETURN QUERY
+    SELECT ms.series, ms.metric_type, ms.metric_name, ms.labels,
+           CASE WHEN secumon._counter_series(ms.metric_type, ms.metric_name) THEN 'counter' ELSE 'gauge' END
+      FROM secumon.metric_series ms
+     WHERE ms.series_id IN (SELECT u.series_id
+                              FROM secumon.metric_layouts l
+                             CROSS JOIN LATERAL unnest(l.series_ids) AS u(series_id)
+                             WHERE l.layout_id IN (SELECT DISTINCT s.layout_id FROM secumon.metric_samples s
+                                                    WHERE s.agent_key = k AND s.time > now() - within))
+     ORDER BY 1;
+END
+$$;
+COMMENT ON FUNCTION secumon.list_series(text, interval) IS 'Series an agent stored lately (all visible series for NULL): name, type, labels, gauge or counter.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: readers (and the web role of sql/auth.sql) read through these functions.
 
@@ -641,6 +676,7 @@ GRANT EXECUTE ON FUNCTION
     secumon.percentiles(text, text, timestamptz, timestamptz, float8[]),
     secumon.top_agents(text, timestamptz, timestamptz, integer, text),
     secumon.list_agents(interval),
+    secumon.list_series(text, interval),
     secumon.latest_metrics(text),
     secumon.agent_disks(text),
     secumon.agent_networks(text),
@@ -658,7 +694,9 @@ GRANT EXECUTE ON FUNCTION
     secumon._finest_tier(timestamptz), secumon._step(interval, integer, interval), secumon._bucket(interval, timestamptz),
     secumon._history(integer, bigint, timestamptz, timestamptz, integer),
     secumon._disk_history(text, text, timestamptz, timestamptz, integer),
-    secumon._counter_delta_f(float8, float8), secumon._series_id(text), secumon._latest_report(integer, text, text),
+    secumon._counter_delta_f(float8, float8), secumon._series_id(text),
+    secumon._parse_series(text), secumon._series_key(text, text, jsonb), secumon._label_string(jsonb),
+    secumon._unescape_label(text), secumon._latest_report(integer, text, text),
     secumon._metric_summaries_from_raw(interval, timestamptz, timestamptz),
     secumon._series(text, text, timestamptz, timestamptz, integer),
     secumon._rate(text, text, timestamptz, timestamptz, integer, interval),

@@ -277,7 +277,7 @@ $$;
 -- Ingestion's limits, checked before anything is written (or any id taken).
 -- A report carries at most this many series.
 CREATE FUNCTION secumon._max_series_per_report() RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 1024;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 10000;
 
 -- Whether `ts` is a finite time from `oldest` to `newest` (a row of secumon._sample_window()).
 -- Plain SQL without SET, so that secumon.ingest's test of every report is inlined.
@@ -345,6 +345,135 @@ END
 $$;
 COMMENT ON FUNCTION secumon.register_agent(text, text, text, text, jsonb) IS 'Registers or refreshes an agent; the first role to register an agent_id owns it (an agent created without owner_role is written by operators only).';
 
+-- ---------------------------------------------------------------------------------------------
+-- Series names. Host series are "<type>.<name>" with type cpu, memory, disk, network or system.
+-- Custom series (type custom: scrapes, commands, anything an application sends) and probe
+-- series (type probe) carry a Prometheus-style name and labels, written in one canonical form:
+--     custom.app_queue_depth{queue="mail"}
+-- labels sorted by name (byte order), each once, values escaped as Prometheus does (\\ \" \n),
+-- no empty value. The canonical form is the series' identity: one spelling, one series.
+-- Reference: docs/custom-series.md.
+
+-- The label part of a series name ("" without labels): the inverse of _parse_series's labels.
+CREATE FUNCTION secumon._label_string(labels jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce((SELECT '{' || pg_catalog.string_agg(e.key || '="'
+                                 || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(e.value, '\', '\\'), '"', '\"'), E'\n', '\n')
+                                 || '"', ',' ORDER BY e.key COLLATE "C") || '}'
+                   FROM pg_catalog.jsonb_each_text(labels) AS e
+                  WHERE e.value <> ''), '');
+
+-- The canonical name of a series.
+CREATE FUNCTION secumon._series_key(metric_type text, metric_name text, labels jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN metric_type || '.' || metric_name || secumon._label_string(coalesce(labels, '{}'));
+
+-- A label value with Prometheus's escapes (\\ \" \n) undone; any other escape is kept as the
+-- character it escapes, which the canonical-form test then refuses.
+CREATE FUNCTION secumon._unescape_label(value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT coalesce(pg_catalog.string_agg(CASE WHEN t[1] IS NULL THEN t[2] WHEN t[1] = 'n' THEN E'\n' ELSE t[1] END, '' ORDER BY o), '')
+          FROM pg_catalog.regexp_matches(value, '\\(.)|([^\\]+)', 'g') WITH ORDINALITY AS x(t, o));
+
+-- The parts of a series name, or (problem) why it is not one. Labels may come in any order
+-- here; secumon._series_problem also requires the canonical form.
+CREATE FUNCTION secumon._parse_series(series text, OUT metric_type text, OUT metric_name text, OUT labels jsonb,
+                                      OUT problem text)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m text[];
+    pair text[];
+    rebuilt text := '';
+    n integer := 0;
+BEGIN
+    labels := '{}';
+    IF series IS NULL THEN
+        problem := 'invalid series name NULL';
+        RETURN;
+    END IF;
+    IF series ~ '^(cpu|memory|disk|network|system)\.[a-z][a-z0-9_]{0,62}$' THEN
+        metric_type := split_part(series, '.', 1);
+        metric_name := substr(series, strpos(series, '.') + 1);
+        RETURN;
+    END IF;
+    m := regexp_match(series, '^(custom|probe)\.([a-zA-Z_:][a-zA-Z0-9_:.]{0,199})(\{(.*)\})?$');
+    IF m IS NULL THEN
+        problem := format('invalid series name %s', quote_literal(left(series, 300)));
+        RETURN;
+    END IF;
+    metric_type := m[1];
+    metric_name := m[2];
+    IF m[3] IS NULL THEN
+        RETURN;
+    END IF;
+    FOR pair IN SELECT x.t FROM regexp_matches(m[4], '([a-zA-Z_][a-zA-Z0-9_]{0,99})="((?:[^"\\]|\\.)*)"', 'g') AS x(t) LOOP
+        IF pair[1] LIKE '\_\_%' THEN
+            problem := format('label name %s of series %s is reserved (names starting with "__")', pair[1], quote_literal(left(series, 300)));
+            RETURN;
+        END IF;
+        IF labels ? pair[1] THEN
+            problem := format('label %s repeats in series %s', pair[1], quote_literal(left(series, 300)));
+            RETURN;
+        END IF;
+        labels := labels || jsonb_build_object(pair[1], secumon._unescape_label(pair[2]));
+        rebuilt := rebuilt || CASE WHEN n > 0 THEN ',' ELSE '' END || pair[1] || '="' || pair[2] || '"';
+        n := n + 1;
+    END LOOP;
+    IF n = 0 OR rebuilt <> m[4] THEN
+        problem := format('invalid labels in series %s', quote_literal(left(series, 300)));
+    ELSIF n > 32 THEN
+        problem := format('series %s has %s labels, at most 32 are allowed', quote_literal(left(series, 300)), n);
+    ELSIF EXISTS (SELECT FROM jsonb_each_text(labels) e WHERE octet_length(e.value) > 1024) THEN
+        problem := format('a label value of series %s is longer than 1024 bytes', quote_literal(left(series, 300)));
+    END IF;
+END
+$$;
+
+-- Why `series` cannot be stored (NULL: it can): _parse_series's problem, or not the
+-- canonical form.
+CREATE FUNCTION secumon._series_problem(series text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p record;
+BEGIN
+    SELECT * INTO p FROM secumon._parse_series(series);
+    IF p.problem IS NOT NULL THEN
+        RETURN p.problem;
+    END IF;
+    IF secumon._series_key(p.metric_type, p.metric_name, p.labels) <> series THEN
+        RETURN format('series %s is not in canonical form; write it %s', quote_literal(left(series, 300)),
+                      quote_literal(left(secumon._series_key(p.metric_type, p.metric_name, p.labels), 300)));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Raises 54000 when agent `agent_key` would store more than secumon.max_series_per_agent
+-- distinct series with the series of a layout it has not used before. Runs only then: once per
+-- new (agent, layout) pair.
+CREATE FUNCTION secumon._check_series_cap(agent_key integer, agent_id text, series text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cap integer := secumon._max_series_per_agent();
+    n bigint;
+BEGIN
+    IF cardinality(series) <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO n
+      FROM (SELECT unnest(l.series) FROM secumon._agent_layouts u JOIN secumon.metric_layouts l ON l.layout_id = u.layout_id
+             WHERE u.agent_key = _check_series_cap.agent_key
+            UNION
+            SELECT unnest(_check_series_cap.series)) x;
+    IF n > cap THEN
+        RAISE EXCEPTION 'agent "%" would store % distinct series, more than secumon.max_series_per_agent (%)', agent_id, n, cap
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = 'The report was refused whole; the agent sends its earlier series again without the new ones.',
+                  HINT = 'Drop labels that take unbounded values (ids, timestamps, paths), or have a superuser raise secumon.max_series_per_agent.';
+    END IF;
+END
+$$;
+
 -- Returns the layout id of an ordered list of series names, creating it on first use.
 -- Everything is checked before the layout and its series are inserted: a refused report must
 -- not use up ids (metric_series_series_id_seq, metric_layouts_layout_id_seq) that every tenant
@@ -368,12 +497,12 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'Send fewer series per report; per-filesystem and per-interface values go in disks and networks.';
     END IF;
-    SELECT s INTO bad FROM unnest(_layout_id.series) AS s
-     WHERE s IS NULL OR s !~ '^(cpu|memory|disk|network|system)\.[a-z][a-z0-9_]{0,62}$' LIMIT 1;
+    SELECT p INTO bad FROM unnest(_layout_id.series) AS s CROSS JOIN LATERAL secumon._series_problem(s) AS p
+     WHERE p IS NOT NULL LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'invalid series name %', coalesce(quote_literal(bad), 'NULL')
+        RAISE EXCEPTION '%', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A series is "<type>.<name>" with type cpu, memory, disk, network or system and a lower-case name, e.g. cpu.usage_percent.';
+                  HINT = 'A series is "<type>.<name>" with type cpu, memory, disk, network or system and a lower-case name, e.g. cpu.usage_percent; or custom / probe with a Prometheus-style name and sorted labels, e.g. custom.app_queue_depth{queue="mail"} (docs/custom-series.md).';
     END IF;
     IF (SELECT count(DISTINCT s) FROM unnest(_layout_id.series) AS s) <> cardinality(_layout_id.series) THEN
         RAISE EXCEPTION 'series names repeat within one report' USING ERRCODE = 'invalid_parameter_value';
@@ -493,6 +622,7 @@ BEGIN
         RETURN false;
     END IF;
     IF NOT EXISTS (SELECT FROM secumon._agent_layouts u WHERE u.agent_key = a.agent_key AND u.layout_id = layout) THEN
+        PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
         PERFORM secumon._note_agent_layout(a.agent_key, layout);
     END IF;
 
@@ -534,7 +664,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a record;
     row_now record;
-    series_name text := NEW.metric_type || '.' || NEW.metric_name;
+    series_name text;
     pos integer;
     layout integer;
 BEGIN
@@ -545,6 +675,12 @@ BEGIN
     IF NEW.value IS NULL OR NEW.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN
         RAISE EXCEPTION 'value must be a finite number' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NEW.labels IS NOT NULL AND (jsonb_typeof(NEW.labels) <> 'object'
+                                   OR EXISTS (SELECT FROM jsonb_each(NEW.labels) e WHERE jsonb_typeof(e.value) <> 'string')) THEN
+        RAISE EXCEPTION 'labels must be a JSON object of strings' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'For example {"queue": "mail"}; host series (cpu, memory, system) have none.';
+    END IF;
+    series_name := secumon._series_key(NEW.metric_type, NEW.metric_name, NEW.labels);
     PERFORM secumon._check_sample_time(NEW.time);
     PERFORM secumon._check_agent_id(NEW.agent_id);
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = NEW.agent_id;

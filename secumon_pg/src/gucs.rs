@@ -17,6 +17,9 @@ pub static INGEST_WINDOW_PAST: GucSetting<i32> = GucSetting::<i32>::new(365 * 86
 /// How far after the server's time a sample's time may be (seconds): 1 day.
 pub static INGEST_WINDOW_FUTURE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 
+/// Most distinct series one agent may store (host, custom and probe series together).
+pub static MAX_SERIES_PER_AGENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
 /// How often the maintenance worker looks for due jobs (seconds).
 pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5);
 
@@ -85,6 +88,17 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    // Superuser-only, like the sample window: an agent must not lift its own cap.
+    GucRegistry::define_int_guc(
+        c"secumon.max_series_per_agent",
+        c"Most distinct series one agent may store.",
+        c"A report that would take an agent past it is refused (SQLSTATE 54000); the agent keeps sending the series it had. Guards the database against label explosions.",
+        &MAX_SERIES_PER_AGENT,
+        100,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     register_auth();
 }
 
@@ -107,6 +121,13 @@ fn _sample_window() -> pgrx::iter::TableIterator<
         at(now.saturating_sub(seconds(&INGEST_WINDOW_PAST))),
         at(now.saturating_add(seconds(&INGEST_WINDOW_FUTURE))),
     ))
+}
+
+/// secumon.max_series_per_agent, read from the registered setting (a placeholder a session set
+/// before the library was loaded cannot stand in for it).
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _max_series_per_agent() -> i32 {
+    MAX_SERIES_PER_AGENT.get()
 }
 
 /// The database the workers connect to.

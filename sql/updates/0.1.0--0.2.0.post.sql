@@ -35,3 +35,21 @@ BEGIN
     END IF;
 END
 $jwt_secret$;
+
+-- The probe rules every fresh installation has (sql/alerting.sql). A rule of the same name
+-- already in the default tenant keeps its place.
+INSERT INTO secumon.alert_rules (default_key, name, description, metric_type, metric_name, condition, threshold, duration, severity) VALUES
+    ('probe_target_down', 'Probe Target Down', 'A probed target has not answered as expected for 1 minute', 'probe', 'up', 'lt', 1, '1 minute', 'critical'),
+    ('tls_certificate_expiring', 'TLS Certificate Expiring', 'A probed TLS certificate expires within 14 days', 'probe', 'tls_cert_days_left', 'lt', 14, '0', 'warning')
+ON CONFLICT DO NOTHING;
+
+-- Auto-registration (sql/enroll.sql): row-level security of its tables, then their privileges
+-- as sql/enroll.sql leaves them (the helper grants SELECT on the whole table).
+SELECT secumon._enable_tenant_rls('secumon.enrollment_tokens', admin_only_write => true, admin_only_read => true);
+SELECT secumon._enable_tenant_rls('secumon.enrollments', admin_only_write => true, admin_only_read => true);
+REVOKE ALL ON secumon.enrollment_tokens FROM secumon_web, secumon_reader, secumon_admin;
+GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_uses, uses, revoked_at)
+   ON secumon.enrollment_tokens TO secumon_web, secumon_admin;
+GRANT DELETE ON secumon.enrollment_tokens TO secumon_admin;
+REVOKE ALL ON secumon.enrollments FROM secumon_admin;
+GRANT SELECT ON secumon.enrollments TO secumon_admin;

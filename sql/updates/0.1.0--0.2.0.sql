@@ -97,3 +97,52 @@ DROP FUNCTION secumon._summary_points(timestamptz[], bytea[], integer, bigint);
 ALTER TABLE secumon.metric_series ALTER COLUMN series_id TYPE bigint;
 ALTER SEQUENCE secumon.metric_series_series_id_seq AS bigint;
 ALTER TABLE secumon.metric_layouts ALTER COLUMN series_ids TYPE bigint[];
+
+-- Custom and probe series: labels in the series dictionary, label selectors on alert rules,
+-- the probe rules (docs/custom-series.md).
+ALTER TABLE secumon.metric_series ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
+CREATE INDEX metric_series_name ON secumon.metric_series (metric_type, metric_name);
+ALTER TABLE secumon.alert_rules ADD COLUMN series_labels jsonb NOT NULL DEFAULT '{}';
+INSERT INTO secumon.metric_catalog VALUES
+    ('probe', 'up', 'gauge', 'boolean', 'Target answered as expected (1) or not (0)'),
+    ('probe', 'duration_seconds', 'gauge', 'seconds', 'Time the probe took (HTTP: to the last byte; TCP: connect)'),
+    ('probe', 'http_status_code', 'gauge', 'status', 'HTTP status code of the answer'),
+    ('probe', 'tls_cert_days_left', 'gauge', 'days', 'Days until the TLS certificate expires (negative: expired)'),
+    ('probe', 'rtt_seconds', 'gauge', 'seconds', 'ICMP echo: mean round-trip time of the replies'),
+    ('probe', 'packet_loss_percent', 'gauge', 'percent', 'ICMP echo: requests without a reply')
+ON CONFLICT DO NOTHING;
+
+-- Auto-registration (sql/enroll.sql): the enrolling group role and the two tables; their
+-- row-level security comes in 0.1.0--0.2.0.post.sql.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'secumon_enroll') THEN
+        CREATE ROLE secumon_enroll NOLOGIN;
+    END IF;
+END
+$roles$;
+CREATE TABLE secumon.enrollment_tokens (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id  text NOT NULL REFERENCES secumon.tenants ON UPDATE CASCADE,
+    labels     jsonb NOT NULL DEFAULT '{}'
+               CONSTRAINT enrollment_tokens_labels_object CHECK (jsonb_typeof(labels) = 'object'),
+    token_hash bytea NOT NULL UNIQUE,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    max_uses   integer NOT NULL CHECK (max_uses > 0),
+    uses       integer NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
+    revoked_at timestamptz
+);
+SELECT pg_catalog.pg_extension_config_dump('secumon.enrollment_tokens', '');
+CREATE TABLE secumon.enrollments (
+    agent_id         text PRIMARY KEY,
+    tenant_id        text NOT NULL REFERENCES secumon.tenants ON UPDATE CASCADE,
+    role_name        name NOT NULL UNIQUE,
+    token_id         uuid REFERENCES secumon.enrollment_tokens ON DELETE SET NULL,
+    labels           jsonb NOT NULL DEFAULT '{}',
+    enrolled_at      timestamptz NOT NULL DEFAULT now(),
+    last_enrolled_at timestamptz NOT NULL DEFAULT now(),
+    times_enrolled   integer NOT NULL DEFAULT 1
+);
+SELECT pg_catalog.pg_extension_config_dump('secumon.enrollments', '');

@@ -107,16 +107,18 @@ pub fn facts(n: &Notification) -> Vec<(&'static str, String)> {
             out.push((label, v));
         }
     }
-    if let Some(labels) = a.get("labels").and_then(Value::as_object) {
-        if !labels.is_empty() {
-            let list: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect();
-            out.push(("Labels", list.join(", ")));
+    for (label, key) in [("Series labels", "series_labels"), ("Labels", "labels")] {
+        if let Some(labels) = a.get(key).and_then(Value::as_object) {
+            if !labels.is_empty() {
+                let list: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => format!("{k}={s}"),
+                        other => format!("{k}={other}"),
+                    })
+                    .collect();
+                out.push((label, list.join(", ")));
+            }
         }
     }
     if let Some(tenant) = text(a, "tenant_id") {

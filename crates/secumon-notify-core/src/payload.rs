@@ -94,6 +94,7 @@ pub fn webhook_body(n: &Notification) -> Value {
         "agent": {"id": field(a, "agent_id"), "hostname": field(a, "hostname"), "labels": a.get("labels").cloned().unwrap_or_else(|| json!({}))},
         "tenant_id": field(a, "tenant_id"),
         "series_key": field(a, "series_key"),
+        "series_labels": a.get("series_labels").cloned().unwrap_or_else(|| json!({})),
         "metric": field(a, "metric"),
         "condition": field(a, "condition"),
         "threshold": field(a, "threshold"),
@@ -360,7 +361,7 @@ mod tests {
         let r = http(&c, &notification("firing", "critical"));
         let body = r.json();
         for key in ["version", "notification_id", "event", "event_id", "occurred_at", "alert_id", "state", "severity",
-                    "summary", "rule", "agent", "tenant_id", "series_key", "metric", "condition", "threshold",
+                    "summary", "rule", "agent", "tenant_id", "series_key", "series_labels", "metric", "condition", "threshold",
                     "current_value", "started_at", "triggered_at", "resolved_at", "acknowledged_at", "acknowledged_by"] {
             assert!(body.get(key).is_some(), "missing {key}");
         }

@@ -235,7 +235,7 @@ mod tests {
             "SELECT secumon.ingest('wide-1', now(), (SELECT array_agg('cpu.s' || g) FROM generate_series(1, 200000) g), \
                                    (SELECT array_agg(1::float8) FROM generate_series(1, 200000) g))",
         );
-        assert!(error.starts_with("54000: a report may carry at most 1024 series"), "{error}");
+        assert!(error.starts_with("54000: a report may carry at most 10000 series"), "{error}");
         assert_eq!(series_id_seq(), before, "a refused report used up series ids");
     }
 

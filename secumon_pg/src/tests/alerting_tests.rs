@@ -25,7 +25,9 @@ mod tests {
             "High CPU Usage|cpu.usage_percent|gt|90|00:05:00|critical;\
              High Disk Usage|disk.usage_percent|gt|90|00:00:00|critical;\
              High Load Average|cpu.load_avg_5|gt|10|00:03:00|warning;\
-             High Memory Usage|memory.usage_percent|gt|85|00:00:00|warning"
+             High Memory Usage|memory.usage_percent|gt|85|00:00:00|warning;\
+             Probe Target Down|probe.up|lt|1|00:01:00|critical;\
+             TLS Certificate Expiring|probe.tls_cert_days_left|lt|14|00:00:00|warning"
         );
     }
 

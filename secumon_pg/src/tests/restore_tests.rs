@@ -62,7 +62,7 @@ mod tests {
 
     #[pg_test]
     fn default_rules_are_known_by_their_default_key() {
-        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE default_key IS NOT NULL"), 4);
+        assert_eq!(count("SELECT count(*) FROM secumon.alert_rules WHERE default_key IS NOT NULL"), 6);
     }
 
     #[pg_test]
