@@ -226,6 +226,16 @@ EOF
 database = "host=127.0.0.1 port=$PORT dbname=$DATABASE user=$AGENT_ROLE password=$password"
 spool_dir = "$STATE/spool"
 interval = "10s"
+
+# Beyond the host: a probe of this cluster's port and a custom series from a command
+# (docs/agent-inputs.md).
+[[probe]]
+name = "quickstart-postgres"
+tcp = "127.0.0.1:$PORT"
+
+[[exec]]
+name = "spool"
+command = ['/bin/sh', '-c', 'printf "quickstart_spool_files{dir=\"spool\"} %s\n" "\$(ls -A $STATE/spool | wc -l)"']
 EOF
     chmod 600 "$tmp"
     if [[ -f $AGENT_CONF ]] && cmp -s "$tmp" "$AGENT_CONF"; then
@@ -259,7 +269,8 @@ wait_for_data() {
     say "waiting for the first report"
     for _ in $(seq 1 30); do
         if [[ $(psql_as_postgres -d "$DATABASE" -tAc \
-                "SELECT EXISTS (SELECT 1 FROM secumon.metrics WHERE time > now() - interval '10 minutes')") == t ]]; then
+                "SELECT count(DISTINCT metric_type) = 2 FROM secumon.metrics
+                  WHERE time > now() - interval '10 minutes' AND metric_type IN ('cpu', 'probe')") == t ]]; then
             return 0
         fi
         sleep 1
@@ -280,6 +291,10 @@ show_data() {
     show "latest cpu, memory and system values" -c \
         "SELECT metric_type, metric_name, round(value::numeric, 2) AS value FROM secumon.metrics
           WHERE time = (SELECT max(time) FROM secumon.metrics) ORDER BY 1, 2"
+    show "custom and probe series (agent inputs), newest value of each" -c \
+        "SELECT DISTINCT ON (metric_type, metric_name, labels) metric_type, metric_name, labels::text, value
+           FROM secumon.metrics WHERE metric_type IN ('custom', 'probe') AND time > now() - interval '10 minutes'
+          ORDER BY metric_type, metric_name, labels, time DESC"
     show "disks" -c \
         "SELECT agent_id, device, mountpoint, fs_type, round(usage_percent::numeric, 1) AS usage_percent,
                 pg_size_pretty(used_bytes::bigint) AS used, pg_size_pretty(total_bytes::bigint) AS size

@@ -38,6 +38,33 @@ EOF
 target/release/secumon-agent --config "$work/agent.toml" 2>"$work/agent.log" &
 pids+=($!); agent_pid=$!
 
+# The same agent with 10 probes and 2 scrapes of a small local exporter (100 series), as a
+# team would add beside the host collectors (docs/agent-inputs.md).
+mkdir -p "$work/exporter"
+for i in $(seq 0 99); do
+    printf 'app_queue_depth{queue="q%s"} %s\n' "$i" "$i"
+done > "$work/exporter/metrics"
+exporter_port=$(bench_free_port)
+(cd "$work/exporter" && exec python3 -m http.server "$exporter_port" --bind 127.0.0.1) >/dev/null 2>&1 &
+pids+=($!)
+{
+    cat "$work/agent.toml" | sed -e 's/^agent_id = .*/agent_id = "bench-agent-inputs"/' -e "s#^spool_dir = .*#spool_dir = \"$work/spool-inputs\"#"
+    for n in 1 2; do
+        printf '\n[[scrape]]\nname = "exporter-%s"\nurl = "http://127.0.0.1:%s/metrics"\n' "$n" "$exporter_port"
+    done
+    for n in 1 2 3 4 5 6; do
+        printf '\n[[probe]]\nname = "web-%s"\nhttp = "http://127.0.0.1:%s/metrics"\nexpect_body = "app_queue_depth"\n' "$n" "$exporter_port"
+    done
+    for n in 1 2; do
+        printf '\n[[probe]]\nname = "db-%s"\ntcp = "127.0.0.1:%s"\n' "$n" "$BENCH_PORT"
+    done
+    for n in 1 2; do
+        printf '\n[[probe]]\nname = "ping-%s"\nicmp = "127.0.0.1"\n' "$n"
+    done
+} > "$work/agent-inputs.toml"
+target/release/secumon-agent --config "$work/agent-inputs.toml" 2>"$work/agent-inputs.log" &
+pids+=($!); inputs_pid=$!
+
 cat > "$work/collectd.conf" <<EOF
 Interval 10
 BaseDir "$work/collectd"
@@ -70,7 +97,7 @@ pss_of() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 
 
 sleep 15   # past start-up: measure the steady state
 declare -A t0
-for p in $agent_pid $collectd_pid $ne_pid; do t0[$p]=$(ticks_of "$p"); done
+for p in $agent_pid $inputs_pid $collectd_pid $ne_pid; do t0[$p]=$(ticks_of "$p"); done
 start=$(date +%s.%N)
 echo "measuring for $SECONDS_TO_RUN s ..."
 sleep "$SECONDS_TO_RUN"
@@ -80,7 +107,7 @@ hz=$(getconf CLK_TCK)
 reports=$(bench_psql -c "SELECT count(*) FROM secumon.metric_samples")
 printf '\n%-26s %10s %10s %14s\n' process "RSS (MB)" "PSS (MB)" "CPU (% of core)"
 declare -A cpu rss
-for entry in "secumon-agent:$agent_pid" "collectd 5.12:$collectd_pid" "node_exporter 1.5:$ne_pid"; do
+for entry in "secumon-agent:$agent_pid" "  + 10 probes, 2 scrapes:$inputs_pid" "collectd 5.12:$collectd_pid" "node_exporter 1.5:$ne_pid"; do
     name=${entry%%:*}; p=${entry##*:}
     used=$(( $(ticks_of "$p") - t0[$p] ))
     cpu[$name]=$(echo "scale=4; 100 * $used / $hz / $elapsed" | bc -l)
@@ -88,7 +115,8 @@ for entry in "secumon-agent:$agent_pid" "collectd 5.12:$collectd_pid" "node_expo
     printf '%-26s %10s %10s %14s\n' "$name" "${rss[$name]}" "$(echo "scale=2; $(pss_of "$p") / 1024" | bc -l)" "${cpu[$name]}"
 done
 echo
-echo "secumon-agent stored $reports reports in ${elapsed%.*} s (+15 s warm-up) at a 10 s interval."
+echo "the two secumon-agents stored $reports reports in ${elapsed%.*} s (+15 s warm-up) at a 10 s interval."
+bench_psql -c "SELECT 'inputs agent: ' || count(DISTINCT series) || ' custom and probe series stored, ' || count(*) FILTER (WHERE metric_type = 'probe' AND metric_name = 'up' AND value = 1) || ' probe.up = 1 samples' FROM (SELECT m.metric_type, m.metric_name, m.value, m.metric_type || m.metric_name || m.labels::text AS series FROM secumon.metrics m WHERE m.agent_id = 'bench-agent-inputs' AND m.metric_type IN ('custom', 'probe')) x"
 printf 'ratios (secumon-agent / peer): RSS %s x collectd, %s x node_exporter; CPU %s x collectd, %s x node_exporter\n' \
     "$(echo "scale=2; ${rss[secumon-agent]} / ${rss[collectd 5.12]}" | bc -l)" \
     "$(echo "scale=2; ${rss[secumon-agent]} / ${rss[node_exporter 1.5]}" | bc -l)" \

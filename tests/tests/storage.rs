@@ -200,7 +200,14 @@ fn retention_job_drops_expired_days_once_rollups_have_them() {
 fn the_real_agent_feeds_the_seed_endpoints() {
     let cluster = Cluster::start_with(&[("secumon.auth_required", "off")]);
     let role = cluster.create_agent_role("feeder");
-    let mut config = cluster.agent_config(&role).agent_id("feeder-host").interval("1s");
+    let mut config = cluster
+        .agent_config(&role)
+        .agent_id("feeder-host")
+        .interval("1s")
+        .line("[[probe]]")
+        .line(&format!("tcp = \"127.0.0.1:{}\"", cluster.port()))
+        .line("[[exec]]")
+        .line(r#"command = ["/bin/echo", "feeder_queue_depth{queue=\"mail\"} 3"]"#);
     if non_loopback_interfaces().is_empty() {
         config = config.line("[network]").line("include_loopback = true");
     }
@@ -255,7 +262,9 @@ fn the_real_agent_feeds_the_seed_endpoints() {
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
         .filter_map(|t| t["rawSql"].as_str().map(str::to_string))
         .collect();
-    queries.push(dashboard["templating"]["list"][0]["query"].as_str().expect("expected the agent variable").to_string());
+    for variable in dashboard["templating"]["list"].as_array().expect("expected the variables") {
+        queries.push(variable["query"].as_str().expect("expected a variable query").to_string());
+    }
     assert!(queries.len() >= 10, "expected the dashboard's panel queries");
     for raw in queries {
         let sql = raw
@@ -264,7 +273,8 @@ fn the_real_agent_feeds_the_seed_endpoints() {
             .replace("$__unixEpochFrom()", "extract(epoch FROM now() - interval '6 hours')::bigint")
             .replace("$__unixEpochTo()", "extract(epoch FROM now())::bigint")
             .replace("$__interval_ms", "20000")
-            .replace("$agent", "feeder-host");
+            .replace("$agent", "feeder-host")
+            .replace("$series", r#"'custom.feeder_queue_depth{queue="mail"}'"#);
         let rows = q(&mut client, &sql);
         assert!(rows >= 1, "expected rows from the dashboard query {sql}");
     }

@@ -166,7 +166,7 @@ fn main() {
     // midnight UTC, yesterday's) partition, as live agents write. Every pass below uses its
     // own instants (10 s apart per report of an agent), so no pass meets another's
     // (agent, time) keys; the last pass's end just before now.
-    let passes = 2 + 5 * ROUNDS as i64;
+    let passes = 3 + 7 * ROUNDS as i64;
     let base = (Timestamp::now().unix_micros() / 10_000_000 - (passes + 1) * per_agent as i64) * 10_000_000;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let reports: Vec<Report> = (0..per_agent).flat_map(|s| (0..agents).map(move |a| (a, s)))
@@ -298,6 +298,26 @@ fn main() {
     // timing nested statements (its own overhead makes this pass slower; only shares count).
     let profile = profile_pass(&conninfo, &mut |call| run(&reports, call));
 
+    // 5. Custom series against host series: the same reports with their 35 host series, or
+    // with 35 labelled custom series in their place (as a scrape brings them), series only.
+    let host_only: Vec<Report> = reports.iter().map(|r| {
+        let mut h = Report::new(r.agent_id.clone(), r.time);
+        h.series = r.series.clone();
+        h
+    }).collect();
+    let custom: Vec<Report> = reports.iter().map(|r| {
+        let mut c = Report::new(r.agent_id.clone(), r.time);
+        for (i, v) in r.series.values().enumerate() {
+            c.series.insert(format!("custom.app_requests_total{{code=\"200\",route=\"/api/v1/resource{i}\"}}"), *v);
+        }
+        c
+    }).collect();
+    let custom_first = run(&custom[..first_reports], &ingest);  // each agent's new layout
+    let mut custom_rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        custom_rounds.push((run(&host_only, &ingest), run(&custom, &ingest)));
+    }
+
     let needed = 10_000.0 / 10.0 * per_report;
     println!();
     println!("agent write path (secumon.ingest, 1 tx/report): {:>10.0} samples/s  {:>8.0} reports/s", agent_rate, ingest_rps);
@@ -332,6 +352,29 @@ fn main() {
                  bare - parse, bare - bare_series);
         println!("    secumon.ingest() itself (checks, lookups, last_seen)     {:>5.0} us ({:.0} us without the arrays)",
                  ingest - bare, series - bare_series);
+    }
+    {
+        let mid = |f: &dyn Fn(&(Pass, Pass)) -> Option<f64>| {
+            let mut v: Vec<f64> = custom_rounds.iter().map(f).collect::<Option<_>>()?;
+            v.sort_by(f64::total_cmp);
+            Some(v[v.len() / 2])
+        };
+        let host_rps = mid(&|p| Some(n / p.0.secs)).unwrap_or(0.0);
+        let custom_rps = mid(&|p| Some(n / p.1.secs)).unwrap_or(0.0);
+        let host_cpu = mid(&|p| cpu_us(&p.0));
+        let custom_cpu = mid(&|p| cpu_us(&p.1));
+        println!();
+        println!("Custom series vs host series: 35 series per report, series only, medians of {ROUNDS} rounds:");
+        println!("  host series (cpu.*, memory.*, system.*)                 {host_rps:>8.0} reports/s {:>8.0} samples/s{}",
+                 host_rps * 35.0, host_cpu.map_or_else(String::new, |c| format!(", backend CPU {c:.0} us/report")));
+        println!("  custom series with 2 labels each                         {custom_rps:>8.0} reports/s {:>8.0} samples/s{}",
+                 custom_rps * 35.0, custom_cpu.map_or_else(String::new, |c| format!(", backend CPU {c:.0} us/report")));
+        if let (Some(h), Some(c)) = (host_cpu, custom_cpu) {
+            println!("  ratio custom / host: {:.2}x wall, {:.2}x backend CPU", host_rps / custom_rps.max(1e-9), c / h);
+        }
+        let first_cpu = custom_first.backend_cpu_secs.map(|c| c * 1e6 / first_reports as f64);
+        println!("  first custom report of each agent (new layout, series registered, cap checked): {:.0} reports/s{}",
+                 first_reports as f64 / custom_first.secs, first_cpu.map_or_else(String::new, |c| format!(", {c:.0} us/report")));
     }
     if let Some(p) = profile {
         println!();
