@@ -1,6 +1,9 @@
 //! Agent configuration: a TOML file (unknown keys are errors, so typos do not silently
 //! fall back to defaults), overridden by `SECUMON_*` environment variables, then validated.
 
+use crate::inputs::{
+    self, ExecFormat, ExecInput, InputCommon, ProbeInput, ProbeTarget, ScrapeInput,
+};
 use crate::log::Level;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -18,6 +21,14 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const MIN_SPOOL_MAX_BYTES: u64 = 64 * 1024;
 pub const MAX_TOP_PROCESSES: usize = 1000;
+/// Longest default timeout of an input (shorter when its interval is).
+pub const DEFAULT_INPUT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_SCRAPE_MAX_BYTES: u64 = 4 << 20;
+pub const DEFAULT_EXEC_MAX_BYTES: u64 = 1 << 20;
+pub const MIN_INPUT_MAX_BYTES: u64 = 1 << 10;
+pub const MAX_INPUT_MAX_BYTES: u64 = 256 << 20;
+pub const DEFAULT_ICMP_COUNT: u32 = 3;
+pub const MAX_ICMP_COUNT: u32 = 100;
 
 /// Filesystem types never reported unless their mountpoint is listed in
 /// `disks.include_mountpoints`: kernel pseudo filesystems, memory-backed ones, container
@@ -59,6 +70,8 @@ pub struct Config {
     /// libpq connection string or URI; empty = libpq defaults and `PG*` variables (refused at
     /// start unless one of [`LIBPQ_TARGET_VARIABLES`] is set: see [`require_connection`]).
     pub database: String,
+    /// Enrollment token for `secumon.enroll()` (see [`crate::enroll`]); `None` when unset.
+    pub enroll_token: Option<crate::enroll::Token>,
     pub interval: Duration,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
@@ -67,6 +80,12 @@ pub struct Config {
     pub disks: DiskConfig,
     pub network: NetworkConfig,
     pub log_level: Level,
+    /// `[[scrape]]` inputs (docs/agent-inputs.md).
+    pub scrapes: Vec<ScrapeInput>,
+    /// `[[exec]]` inputs.
+    pub execs: Vec<ExecInput>,
+    /// `[[probe]]` inputs.
+    pub probes: Vec<ProbeInput>,
     /// The file this configuration was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -93,6 +112,7 @@ impl Default for Config {
         Config {
             agent_id: crate::collect::system::hostname(),
             database: String::new(),
+            enroll_token: None,
             interval: DEFAULT_INTERVAL,
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -101,6 +121,9 @@ impl Default for Config {
             disks: DiskConfig::default(),
             network: NetworkConfig::default(),
             log_level: Level::Info,
+            scrapes: Vec::new(),
+            execs: Vec::new(),
+            probes: Vec::new(),
             source: None,
         }
     }
@@ -123,6 +146,7 @@ impl std::error::Error for ConfigError {}
 struct FileConfig {
     agent_id: Option<String>,
     database: Option<String>,
+    enroll_token: Option<String>,
     interval: Option<IntervalSetting>,
     spool_dir: Option<String>,
     spool_max_bytes: Option<SizeSetting>,
@@ -131,6 +155,48 @@ struct FileConfig {
     disks: Option<DisksSection>,
     network: Option<NetworkSection>,
     log_level: Option<String>,
+    scrape: Option<Vec<toml::Spanned<ScrapeSection>>>,
+    exec: Option<Vec<toml::Spanned<ExecSection>>>,
+    probe: Option<Vec<toml::Spanned<ProbeSection>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrapeSection {
+    url: String,
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    interval: Option<IntervalSetting>,
+    timeout: Option<IntervalSetting>,
+    max_bytes: Option<SizeSetting>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecSection {
+    command: Vec<String>,
+    format: Option<String>,
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    interval: Option<IntervalSetting>,
+    timeout: Option<IntervalSetting>,
+    max_bytes: Option<SizeSetting>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeSection {
+    http: Option<String>,
+    tcp: Option<String>,
+    icmp: Option<String>,
+    expect_status: Option<Vec<i64>>,
+    expect_body: Option<String>,
+    tls_insecure: Option<bool>,
+    count: Option<i64>,
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    interval: Option<IntervalSetting>,
+    timeout: Option<IntervalSetting>,
 }
 
 #[derive(Deserialize, Default)]
@@ -193,7 +259,7 @@ pub fn from_toml_str(
             crate::log::one_line(e.message())
         ))
     })?;
-    build(file, origin, env)
+    build(file, text, origin, env)
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -205,6 +271,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn build(
     file: FileConfig,
+    text: &str,
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
@@ -229,6 +296,9 @@ fn build(
     if let Some(v) = env_var("SECUMON_DATABASE") {
         cfg.database = v;
     }
+    cfg.enroll_token = env_var("SECUMON_ENROLL_TOKEN")
+        .or(file.enroll_token.filter(|t| !t.trim().is_empty()))
+        .map(crate::enroll::Token::new);
 
     let mut interval_from = from_file.clone();
     if let Some(v) = file.interval {
@@ -364,6 +434,31 @@ fn build(
             )));
         }
     }
+    let place = |span: std::ops::Range<usize>| {
+        let (line, _) = line_col(text, span.start);
+        format!("config file {origin}: line {line}")
+    };
+    let defaults = InputDefaults {
+        interval: cfg.interval,
+    };
+    for section in file.scrape.unwrap_or_default() {
+        let at = place(section.span());
+        cfg.scrapes
+            .push(scrape_input(section.into_inner(), &defaults, &at)?);
+    }
+    for section in file.exec.unwrap_or_default() {
+        let at = place(section.span());
+        cfg.execs
+            .push(exec_input(section.into_inner(), &defaults, &at)?);
+    }
+    for section in file.probe.unwrap_or_default() {
+        let at = place(section.span());
+        cfg.probes
+            .push(probe_input(section.into_inner(), &defaults, &at)?);
+    }
+    unique_names("scrape", cfg.scrapes.iter().map(|i| &i.common))?;
+    unique_names("exec", cfg.execs.iter().map(|i| &i.common))?;
+    unique_names("probe", cfg.probes.iter().map(|i| &i.common))?;
     for (key, list) in [
         (
             "network.include_interfaces",
@@ -381,6 +476,327 @@ fn build(
         }
     }
     Ok(cfg)
+}
+
+/// What an input takes from the agent's own settings when it does not say.
+struct InputDefaults {
+    interval: Duration,
+}
+
+/// `{at}: [[kind]] field: problem`, one line.
+fn input_error(at: &str, kind: &str, field: &str, problem: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{at}: [[{kind}]] {field}: {problem}"))
+}
+
+/// The settings every input has. `default_name` names it when `name` is not given.
+#[allow(clippy::too_many_arguments)]
+fn input_common(
+    kind: &str,
+    at: &str,
+    name: Option<String>,
+    default_name: &str,
+    labels: Option<BTreeMap<String, String>>,
+    interval: Option<IntervalSetting>,
+    timeout: Option<IntervalSetting>,
+    defaults: &InputDefaults,
+) -> Result<InputCommon, ConfigError> {
+    let err = |field: &str, problem: String| input_error(at, kind, field, problem);
+    let name = name.unwrap_or_else(|| default_name.to_string());
+    if name.trim().is_empty() || name.len() > inputs::MAX_LABEL_VALUE_BYTES {
+        return Err(err(
+            "name",
+            format!(
+                "{name:?} must not be empty nor longer than {} bytes",
+                inputs::MAX_LABEL_VALUE_BYTES
+            ),
+        ));
+    }
+    let labels = labels.unwrap_or_default();
+    if labels.len() > inputs::MAX_LABELS {
+        return Err(err(
+            "labels",
+            format!(
+                "{} labels, at most {} are allowed",
+                labels.len(),
+                inputs::MAX_LABELS
+            ),
+        ));
+    }
+    for (k, v) in &labels {
+        if !inputs::valid_label_name(k) {
+            return Err(err(
+                "labels",
+                format!("invalid label name {k:?}: must match ^[a-zA-Z_][a-zA-Z0-9_]{{0,99}}$ and not start with \"__\""),
+            ));
+        }
+        if v.len() > inputs::MAX_LABEL_VALUE_BYTES {
+            return Err(err(
+                "labels",
+                format!(
+                    "the value of {k} is longer than {} bytes",
+                    inputs::MAX_LABEL_VALUE_BYTES
+                ),
+            ));
+        }
+    }
+    let interval = interval.map_or(defaults.interval, |i| i.0);
+    if interval < MIN_INTERVAL || interval > MAX_INTERVAL {
+        return Err(err(
+            "interval",
+            format!(
+                "{} must be between 100ms and 24h",
+                format_duration(interval)
+            ),
+        ));
+    }
+    let timeout = match timeout {
+        Some(t) => t.0,
+        None => DEFAULT_INPUT_TIMEOUT.min(interval),
+    };
+    if timeout.is_zero() {
+        return Err(err("timeout", "must be more than 0".into()));
+    }
+    if timeout > interval {
+        return Err(err(
+            "timeout",
+            format!(
+                "{} is longer than the input's interval {}: an input must finish before its next turn",
+                format_duration(timeout),
+                format_duration(interval)
+            ),
+        ));
+    }
+    Ok(InputCommon {
+        name,
+        labels,
+        interval,
+        timeout,
+    })
+}
+
+fn input_max_bytes(
+    kind: &str,
+    at: &str,
+    value: Option<SizeSetting>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let bytes = value.map_or(default, |v| v.0);
+    if !(MIN_INPUT_MAX_BYTES..=MAX_INPUT_MAX_BYTES).contains(&bytes) {
+        return Err(input_error(
+            at,
+            kind,
+            "max_bytes",
+            format!("{bytes} must be between 1KiB and 256MiB"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `http://` or `https://` followed by a host.
+fn valid_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with(['/', ':', '?', '#'])
+            && !url.contains(|c: char| c.is_whitespace() || c.is_control())
+    })
+}
+
+fn scrape_input(
+    s: ScrapeSection,
+    defaults: &InputDefaults,
+    at: &str,
+) -> Result<ScrapeInput, ConfigError> {
+    if !valid_http_url(&s.url) {
+        return Err(input_error(
+            at,
+            "scrape",
+            "url",
+            format!(
+                "{:?} must start with http:// or https:// and name a host",
+                s.url
+            ),
+        ));
+    }
+    Ok(ScrapeInput {
+        common: input_common(
+            "scrape", at, s.name, &s.url, s.labels, s.interval, s.timeout, defaults,
+        )?,
+        max_bytes: input_max_bytes("scrape", at, s.max_bytes, DEFAULT_SCRAPE_MAX_BYTES)?,
+        url: s.url,
+    })
+}
+
+fn exec_input(
+    s: ExecSection,
+    defaults: &InputDefaults,
+    at: &str,
+) -> Result<ExecInput, ConfigError> {
+    let Some(program) = s.command.first().filter(|p| !p.trim().is_empty()) else {
+        return Err(input_error(
+            at,
+            "exec",
+            "command",
+            "must be a non-empty array: the program, then its arguments (no shell)",
+        ));
+    };
+    if s.command.iter().any(|a| a.contains('\0')) {
+        return Err(input_error(at, "exec", "command", "contains a NUL byte"));
+    }
+    let default_name = Path::new(program)
+        .file_name()
+        .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
+    let format = match s.format.as_deref() {
+        None | Some("prometheus") => ExecFormat::Prometheus,
+        Some("influx") => ExecFormat::Influx,
+        Some(other) => {
+            return Err(input_error(
+                at,
+                "exec",
+                "format",
+                format!("{other:?}: expected \"prometheus\" or \"influx\""),
+            ))
+        }
+    };
+    Ok(ExecInput {
+        common: input_common(
+            "exec",
+            at,
+            s.name,
+            &default_name,
+            s.labels,
+            s.interval,
+            s.timeout,
+            defaults,
+        )?,
+        max_bytes: input_max_bytes("exec", at, s.max_bytes, DEFAULT_EXEC_MAX_BYTES)?,
+        command: s.command,
+        format,
+    })
+}
+
+/// `host:port` with a port 1..65535 (an IPv6 address in brackets: `[::1]:5432`).
+fn valid_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']').is_some_and(|a| !a.is_empty()),
+        None => !host.is_empty() && !host.contains(':'),
+    };
+    host_ok && !address.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+fn probe_input(
+    s: ProbeSection,
+    defaults: &InputDefaults,
+    at: &str,
+) -> Result<ProbeInput, ConfigError> {
+    let err = |field: &str, problem: String| input_error(at, "probe", field, problem);
+    let only = |field: &str, set: bool, kind: &str| -> Result<(), ConfigError> {
+        if set {
+            return Err(err(field, format!("applies to {kind} probes only")));
+        }
+        Ok(())
+    };
+    let (target, default_name) = match (s.http, s.tcp, s.icmp) {
+        (Some(url), None, None) => {
+            if !valid_http_url(&url) {
+                return Err(err(
+                    "http",
+                    format!("{url:?} must start with http:// or https:// and name a host"),
+                ));
+            }
+            only("count", s.count.is_some(), "icmp")?;
+            let mut expect_status = Vec::new();
+            for code in s.expect_status.unwrap_or_default() {
+                if !(100..=599).contains(&code) {
+                    return Err(err(
+                        "expect_status",
+                        format!("{code} is not an HTTP status (100 to 599)"),
+                    ));
+                }
+                expect_status.push(code as u16);
+            }
+            (
+                ProbeTarget::Http {
+                    url: url.clone(),
+                    expect_status,
+                    expect_body: s.expect_body,
+                    tls_insecure: s.tls_insecure.unwrap_or(false),
+                },
+                url,
+            )
+        }
+        (None, Some(address), None) => {
+            if !valid_host_port(&address) {
+                return Err(err(
+                    "tcp",
+                    format!("{address:?} must be \"host:port\", e.g. \"db.internal:5432\" or \"[::1]:5432\""),
+                ));
+            }
+            let http_only = s.expect_status.is_some() || s.expect_body.is_some() || s.tls_insecure.is_some();
+            only("expect_status, expect_body and tls_insecure", http_only, "http")?;
+            only("count", s.count.is_some(), "icmp")?;
+            (ProbeTarget::Tcp { address: address.clone() }, address)
+        }
+        (None, None, Some(host)) => {
+            if host.trim().is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+                return Err(err("icmp", format!("{host:?} must be a host name or an IP address")));
+            }
+            let http_only = s.expect_status.is_some() || s.expect_body.is_some() || s.tls_insecure.is_some();
+            only("expect_status, expect_body and tls_insecure", http_only, "http")?;
+            let count = s.count.unwrap_or(i64::from(DEFAULT_ICMP_COUNT));
+            if !(1..=i64::from(MAX_ICMP_COUNT)).contains(&count) {
+                return Err(err("count", format!("{count} must be between 1 and {MAX_ICMP_COUNT}")));
+            }
+            (
+                ProbeTarget::Icmp {
+                    host: host.clone(),
+                    count: count as u32,
+                },
+                host,
+            )
+        }
+        _ => {
+            return Err(err(
+                "http/tcp/icmp",
+                "a probe needs exactly one of http = \"https://...\", tcp = \"host:port\" or icmp = \"host\"".into(),
+            ))
+        }
+    };
+    Ok(ProbeInput {
+        common: input_common(
+            "probe",
+            at,
+            s.name,
+            &default_name,
+            s.labels,
+            s.interval,
+            s.timeout,
+            defaults,
+        )?,
+        target,
+    })
+}
+
+/// Input names are the `input` label of their health series: unique per kind.
+fn unique_names<'a>(
+    kind: &str,
+    inputs: impl Iterator<Item = &'a InputCommon>,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for common in inputs {
+        if !seen.insert(common.name.as_str()) {
+            return Err(ConfigError(format!(
+                "two [[{kind}]] inputs are named {:?}: give one a different name = \"...\"",
+                common.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// libpq environment variables that name a server, a port, a database, a user or a
@@ -906,7 +1322,9 @@ include_loopback = true
         top.push("agent_id".into());
         top.sort();
         let mut all = expected_keys("zzz = 1");
-        all.retain(|k| !["labels", "disks", "network"].contains(&k.as_str()));
+        all.retain(|k| {
+            !["labels", "disks", "network", "scrape", "exec", "probe"].contains(&k.as_str())
+        });
         all.sort();
         assert_eq!(top, all, "top-level keys of agent.example.toml");
         for table in ["disks", "network"] {
@@ -920,6 +1338,218 @@ include_loopback = true
             example.contains("\n[labels]"),
             "[labels] in agent.example.toml"
         );
+        // Inputs are examples (commented with "# "), each parsing once uncommented.
+        for kind in ["scrape", "exec", "probe"] {
+            let header = format!("# [[{kind}]]");
+            assert!(example.contains(&header), "{header} in agent.example.toml");
+        }
+        let inputs: String = include_str!("../agent.example.toml")
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[scrape]]"))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("[[") || l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = parse(&inputs).unwrap_or_else(|e| panic!("{e}\n{inputs}"));
+        assert!(!c.scrapes.is_empty() && !c.execs.is_empty() && c.probes.len() >= 3);
+    }
+
+    #[test]
+    fn inputs_parse_with_their_defaults() {
+        let c = parse(
+            r#"
+interval = "30s"
+[[scrape]]
+url = "http://127.0.0.1:9100/metrics"
+[[scrape]]
+url = "https://app.internal/metrics"
+name = "app"
+labels = { team = "web" }
+interval = "1m"
+timeout = "10s"
+max_bytes = "1MiB"
+[[exec]]
+command = ["/usr/local/bin/queue-depth", "--json"]
+[[exec]]
+command = ["/bin/echo", "x 1"]
+name = "echo"
+format = "influx"
+interval = 2
+[[probe]]
+http = "https://example.org/health"
+expect_status = [200, 204]
+expect_body = "ok"
+tls_insecure = true
+[[probe]]
+tcp = "db.internal:5432"
+[[probe]]
+icmp = "10.0.0.1"
+count = 5
+[[probe]]
+tcp = "[::1]:22"
+"#,
+        )
+        .unwrap();
+        let s = &c.scrapes[0];
+        assert_eq!(s.common.name, "http://127.0.0.1:9100/metrics");
+        assert_eq!(
+            s.common.interval,
+            Duration::from_secs(30),
+            "the agent's interval"
+        );
+        assert_eq!(s.common.timeout, Duration::from_secs(5));
+        assert_eq!(s.max_bytes, 4 << 20);
+        let s = &c.scrapes[1];
+        assert_eq!(s.common.name, "app");
+        assert_eq!(s.common.labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(s.common.interval, Duration::from_secs(60));
+        assert_eq!(s.common.timeout, Duration::from_secs(10));
+        assert_eq!(s.max_bytes, 1 << 20);
+        let e = &c.execs[0];
+        assert_eq!(e.common.name, "queue-depth");
+        assert_eq!(e.format, ExecFormat::Prometheus);
+        assert_eq!(e.max_bytes, 1 << 20);
+        let e = &c.execs[1];
+        assert_eq!(e.format, ExecFormat::Influx);
+        assert_eq!(
+            e.common.timeout,
+            Duration::from_secs(2),
+            "min(5s, interval)"
+        );
+        assert_eq!(
+            c.probes[0].target,
+            ProbeTarget::Http {
+                url: "https://example.org/health".into(),
+                expect_status: vec![200, 204],
+                expect_body: Some("ok".into()),
+                tls_insecure: true,
+            }
+        );
+        assert_eq!(c.probes[1].common.name, "db.internal:5432");
+        assert_eq!(
+            c.probes[2].target,
+            ProbeTarget::Icmp {
+                host: "10.0.0.1".into(),
+                count: 5
+            }
+        );
+        assert_eq!(
+            c.probes[3].target,
+            ProbeTarget::Tcp {
+                address: "[::1]:22".into()
+            }
+        );
+        let c = parse("[[probe]]\nicmp = \"127.0.0.1\"").unwrap();
+        assert!(matches!(
+            c.probes[0].target,
+            ProbeTarget::Icmp { count: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn invalid_inputs_name_the_file_the_line_and_the_field() {
+        for (text, line, needle) in [
+            ("[[scrape]]\nurl = \"ftp://x/metrics\"", 1, "[[scrape]] url"),
+            (
+                "interval = \"5s\"\n\n[[scrape]]\nurl = \"http://x\"\ntimeout = \"6s\"",
+                3,
+                "[[scrape]] timeout: 6s is longer than the input's interval 5s",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://x\"\ninterval = \"10ms\"",
+                1,
+                "[[scrape]] interval",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://x\"\nmax_bytes = 10",
+                1,
+                "[[scrape]] max_bytes",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://x\"\nlabels = { \"bad-name\" = \"1\" }",
+                1,
+                "[[scrape]] labels: invalid label name \"bad-name\"",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://x\"\nlabels = { __x = \"1\" }",
+                1,
+                "[[scrape]] labels",
+            ),
+            ("[[exec]]\ncommand = []", 1, "[[exec]] command"),
+            ("[[exec]]\ncommand = [\"\"]", 1, "[[exec]] command"),
+            (
+                "[[exec]]\ncommand = [\"/bin/true\"]\nformat = \"json\"",
+                1,
+                "[[exec]] format: \"json\"",
+            ),
+            (
+                "[[probe]]\nhttp = \"http://x\"\ntcp = \"x:1\"",
+                1,
+                "exactly one of",
+            ),
+            ("[[probe]]\nname = \"nothing\"", 1, "exactly one of"),
+            ("[[probe]]\ntcp = \"db.internal\"", 1, "[[probe]] tcp"),
+            ("[[probe]]\ntcp = \"db:99999\"", 1, "[[probe]] tcp"),
+            ("[[probe]]\nicmp = \"a b\"", 1, "[[probe]] icmp"),
+            ("[[probe]]\nicmp = \"h\"\ncount = 0", 1, "[[probe]] count"),
+            ("[[probe]]\nicmp = \"h\"\ncount = 101", 1, "[[probe]] count"),
+            (
+                "[[probe]]\nhttp = \"https://x\"\nexpect_status = [99]",
+                1,
+                "[[probe]] expect_status: 99",
+            ),
+            (
+                "[[probe]]\ntcp = \"h:1\"\nexpect_body = \"ok\"",
+                1,
+                "http probes only",
+            ),
+            (
+                "[[probe]]\nhttp = \"https://x\"\ncount = 2",
+                1,
+                "icmp probes only",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().0;
+            assert!(
+                e.starts_with(&format!("config file /etc/secumon/agent.toml: line {line}")),
+                "{text:?} -> {e}"
+            );
+            assert!(e.contains(needle), "{text:?} -> {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        // Serde's own errors (unknown keys, wrong types, missing fields) carry the place too.
+        for (text, needle) in [
+            ("[[scrape]]\nurl = \"http://x\"\nurll = 1", "urll"),
+            ("[[scrape]]\nname = \"x\"", "url"),
+            (
+                "[[exec]]\ncommand = \"/bin/sh -c x\"",
+                "expected a sequence",
+            ),
+            ("[[probe]]\nicmp = \"h\"\ncount = \"three\"", "line 3"),
+        ] {
+            let e = parse(text).unwrap_err().0;
+            assert!(
+                e.contains(needle) && e.contains("/etc/secumon/agent.toml"),
+                "{text:?} -> {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn input_names_are_unique_per_kind() {
+        let e = parse("[[scrape]]\nurl = \"http://a\"\n[[scrape]]\nurl = \"http://a\"")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("two [[scrape]] inputs are named \"http://a\""),
+            "{e}"
+        );
+        let e = parse("[[exec]]\ncommand = [\"/a/x\"]\n[[exec]]\ncommand = [\"/b/x\"]")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("[[exec]]") && e.contains("\"x\""), "{e}");
+        // The same name in two kinds is fine.
+        assert!(parse("[[scrape]]\nurl = \"http://a\"\nname = \"a\"\n[[probe]]\nhttp = \"http://a\"\nname = \"a\"").is_ok());
     }
 
     #[test]

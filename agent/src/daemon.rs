@@ -14,12 +14,14 @@
 use crate::backoff::Backoff;
 use crate::collect::Collector;
 use crate::config::{format_duration, Config};
-use crate::db::{ConnectOptions, Db, ErrorKind};
+use crate::db::{self, ConnectOptions, Db, ErrorKind};
+use crate::inputs::schedule::{self, Inputs};
 use crate::reload;
-use crate::report::{AgentInfo, Report};
+use crate::report::{is_input_series, AgentInfo, Report};
 use crate::signals::{self, Wake};
 use crate::spool::Spool;
 use crate::{log_debug, log_error, log_info, log_warn};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,7 +38,86 @@ pub fn describe_database(conninfo: &str) -> String {
     }
 }
 
-/// `--once`: connect, register, collect one report, ingest it. The error is one line.
+/// One report for `--once` and `--dry-run`: the host collection and every input of `cfg`
+/// once, side by side (the inputs are bounded by their timeouts).
+pub fn collect_once(cfg: &Config, collector: &mut Collector) -> Report {
+    let (mut report, samples) = thread::scope(|scope| {
+        let inputs =
+            (!schedule::jobs(cfg).is_empty()).then(|| scope.spawn(|| schedule::run_all_once(cfg)));
+        let report = collector.collect();
+        let samples = inputs.map(|h| h.join().unwrap_or_default());
+        (report, samples.unwrap_or_default())
+    });
+    let fresh: BTreeMap<String, (f64, Duration)> = samples
+        .into_iter()
+        .map(|s| (s.key, (s.value, cfg.interval)))
+        .collect();
+    let offered = fresh.len();
+    let dropped = schedule::Layout::default().fill(&mut report, fresh, Instant::now());
+    if dropped > 0 {
+        log_error!(
+            "dropped {dropped} of {offered} input sample(s): a report carries at most {} series",
+            schedule::MAX_REPORT_SERIES
+        );
+    }
+    report
+}
+
+/// Whether the database refused a report over its series: too many distinct series for
+/// this agent (54000, `secumon.max_series_per_agent`) or an invalid series (22023).
+fn refuses_series(e: &db::Error) -> bool {
+    e.kind() == ErrorKind::Sql && matches!(e.sqlstate(), Some("54000" | "22023"))
+}
+
+/// Ingests `report`; if the database refuses its series (see [`refuses_series`]) and it
+/// carries input series the database never stored, ingests it once more without those,
+/// so the host series (and the input series stored before) are never lost, and logs one
+/// error line with the database's message and what was left out. `accepted` is the set of
+/// input keys of stored reports; it grows with each stored report.
+pub fn ingest_with_fallback(
+    db: &mut Db,
+    report: &Report,
+    accepted: &mut BTreeSet<String>,
+) -> db::Result<bool> {
+    ingest_or_retry(&mut |r| db.ingest(r), report, accepted)
+}
+
+/// [`ingest_with_fallback`] over any `ingest` (tests pass a fake database).
+fn ingest_or_retry(
+    ingest: &mut dyn FnMut(&Report) -> db::Result<bool>,
+    report: &Report,
+    accepted: &mut BTreeSet<String>,
+) -> db::Result<bool> {
+    let remember = |accepted: &mut BTreeSet<String>, r: &Report| {
+        for key in r.series.keys().filter(|k| is_input_series(k)) {
+            if !accepted.contains(key) {
+                accepted.insert(key.clone());
+            }
+        }
+    };
+    let refused = match ingest(report) {
+        Ok(stored) => {
+            remember(accepted, report);
+            return Ok(stored);
+        }
+        Err(e) if refuses_series(&e) => e,
+        Err(e) => return Err(e),
+    };
+    let (reduced, keys, values) = report.keeping_input_series(accepted);
+    if keys == 0 {
+        return Err(refused);
+    }
+    let stored = ingest(&reduced)?;
+    remember(accepted, &reduced);
+    log_error!(
+        "the database refused the series of the report of {}: {refused}; stored it without its {keys} custom/probe series that no report stored since the agent started: {values} sample(s) dropped",
+        report.time
+    );
+    Ok(stored)
+}
+
+/// `--once`: connect, register, collect one report (inputs included), ingest it.
+/// The error is one line.
 pub fn run_once(cfg: &Config) -> Result<bool, String> {
     let mut collector = Collector::new(cfg);
     let opts = ConnectOptions {
@@ -48,9 +129,8 @@ pub fn run_once(cfg: &Config) -> Result<bool, String> {
     log_info!("connected to {}", db.target());
     db.register(&collector.agent_info())
         .map_err(|e| format!("cannot register agent {:?}: {e}", cfg.agent_id))?;
-    let report = collector.collect();
-    let stored = db
-        .ingest(&report)
+    let report = collect_once(cfg, &mut collector);
+    let stored = ingest_with_fallback(&mut db, &report, &mut BTreeSet::new())
         .map_err(|e| format!("cannot ingest the report of {}: {e}", report.time))?;
     log_info!(
         "report of {} ({} rows) {}",
@@ -124,7 +204,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let mut due = Instant::now();
     let mut drops = DropLog::default();
     while !signals::stop_requested() {
-        let report = running.collector.collect();
+        let mut report = running.collector.collect();
+        running.inputs.add_to(&mut report);
         let json = report.to_json();
         let mut s = lock(&spool);
         match s.push(json.as_bytes()) {
@@ -160,6 +241,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         }
     }
 
+    running.inputs.stop();
     log_info!(
         "stop requested: flushing the spool (at most {}s)",
         FLUSH_TIMEOUT.as_secs()
@@ -192,6 +274,8 @@ struct Target {
 struct Running {
     cfg: Config,
     collector: Collector,
+    /// Scrapes, execs and probes, on their own schedules.
+    inputs: Inputs,
     spool: Arc<Mutex<Spool>>,
     /// A new target for the shipper, taken by it between two reports (the newest wins).
     target: Arc<Mutex<Option<Target>>>,
@@ -201,6 +285,7 @@ impl Running {
     fn new(cfg: Config, spool: Arc<Mutex<Spool>>) -> Running {
         Running {
             collector: Collector::new(&cfg),
+            inputs: Inputs::start(&cfg),
             cfg,
             spool,
             target: Arc::new(Mutex::new(None)),
@@ -238,6 +323,7 @@ impl Running {
         // After the "reloaded" line, so lowering the level never hides that line.
         crate::log::set_level(self.cfg.log_level);
         self.collector.reconfigure(&self.cfg);
+        self.inputs.reconfigure(&self.cfg);
         if self.cfg.spool_max_bytes != old.spool_max_bytes {
             self.apply_spool_limit();
         }
@@ -333,6 +419,8 @@ struct Shipper {
     replay: Option<Replay>,
     /// Set after the first failure, so the reconnect is logged as such.
     was_disconnected: bool,
+    /// Input series keys of stored reports (see [`ingest_with_fallback`]).
+    accepted: BTreeSet<String>,
 }
 
 impl Shipper {
@@ -352,6 +440,7 @@ impl Shipper {
             retry_at: Instant::now(),
             replay: None,
             was_disconnected: false,
+            accepted: BTreeSet::new(),
         }
     }
 
@@ -498,7 +587,7 @@ impl Shipper {
                 return Step::Progress;
             }
         };
-        match db.ingest(&report) {
+        match ingest_with_fallback(db, &report, &mut self.accepted) {
             Ok(stored) => {
                 if let Err(e) = lock(&self.spool).complete(seq) {
                     // It would be replayed; ingest is idempotent so that stores nothing twice.
@@ -778,6 +867,86 @@ mod tests {
         assert_eq!(f.running.cfg.agent_id, "reload-test");
         assert_eq!(f.running.collector.agent_info().agent_id, "reload-test");
         assert!(!other.exists(), "the new spool_dir is not touched");
+    }
+
+    fn with_series(keys: &[&str]) -> Report {
+        let mut r = Report::new("a", crate::time::Timestamp::from_unix_micros(0));
+        r.set("cpu", "usage_percent", Some(1.0));
+        for k in keys {
+            r.series.insert(k.to_string(), Some(2.0));
+        }
+        r
+    }
+
+    #[test]
+    fn a_refused_report_is_stored_again_without_the_new_input_series() {
+        let mut accepted = BTreeSet::new();
+        let mut stored: Vec<Report> = Vec::new();
+        // A database that takes at most 2 distinct custom series.
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        let mut fake = |r: &Report| -> db::Result<bool> {
+            let mut all = known.clone();
+            all.extend(r.series.keys().filter(|k| is_input_series(k)).cloned());
+            if all.len() > 2 {
+                return Err(db::Error::sql(
+                    "54000",
+                    "agent a would have more than secumon.max_series_per_agent series",
+                ));
+            }
+            known = all;
+            stored.push(r.clone());
+            Ok(true)
+        };
+        let first = with_series(&["custom.a", "custom.b"]);
+        assert_eq!(ingest_or_retry(&mut fake, &first, &mut accepted), Ok(true));
+        assert_eq!(accepted.len(), 2);
+        let second = with_series(&["custom.a", "custom.b", "custom.c", "probe.up"]);
+        assert_eq!(ingest_or_retry(&mut fake, &second, &mut accepted), Ok(true));
+        let last = stored.last().unwrap();
+        assert_eq!(last.get("cpu.usage_percent"), Some(1.0), "host series kept");
+        assert!(last.series.contains_key("custom.a") && last.series.contains_key("custom.b"));
+        assert!(!last.series.contains_key("custom.c") && !last.series.contains_key("probe.up"));
+        assert_eq!(accepted.len(), 2);
+    }
+
+    #[test]
+    fn a_first_report_over_the_cap_keeps_its_host_series() {
+        let mut calls = 0;
+        let mut fake = |r: &Report| -> db::Result<bool> {
+            calls += 1;
+            if r.series.keys().any(|k| is_input_series(k)) {
+                Err(db::Error::sql("22023", "invalid series key"))
+            } else {
+                Ok(true)
+            }
+        };
+        let r = with_series(&["custom.bad"]);
+        assert_eq!(
+            ingest_or_retry(&mut fake, &r, &mut BTreeSet::new()),
+            Ok(true)
+        );
+        assert_eq!(calls, 2, "retried once");
+    }
+
+    #[test]
+    fn other_refusals_and_reports_without_new_series_are_not_retried() {
+        let mut calls = 0;
+        let mut fake = |_: &Report| -> db::Result<bool> {
+            calls += 1;
+            Err(db::Error::sql("54000", "cap"))
+        };
+        let host_only = with_series(&[]);
+        assert!(ingest_or_retry(&mut fake, &host_only, &mut BTreeSet::new()).is_err());
+        let mut fake2 =
+            |_: &Report| -> db::Result<bool> { Err(db::Error::sql("22008", "too old")) };
+        let r = with_series(&["custom.x"]);
+        assert_eq!(
+            ingest_or_retry(&mut fake2, &r, &mut BTreeSet::new())
+                .unwrap_err()
+                .sqlstate(),
+            Some("22008")
+        );
+        assert_eq!(calls, 1);
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod enroll;
+pub mod inputs;
 pub mod log;
 pub mod mask;
 pub mod reload;

@@ -7,7 +7,7 @@
 //! Errors are one line on stderr starting with `secumon-agent: error: `.
 
 use secumon_agent::collect::Collector;
-use secumon_agent::{config, daemon, log, signals, VERSION};
+use secumon_agent::{config, daemon, enroll, log, signals, VERSION};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +19,8 @@ Usage: secumon-agent [--config FILE] [--once] [--dry-run] [--version] [--help]
 
 Options:
   -c, --config FILE  configuration file (default: /etc/secumon/agent.toml if it exists)
-      --once         collect one report, register, ingest it and exit
+      --once         collect one report (every scrape, exec and probe run once too),
+                     register, ingest it and exit
       --dry-run      print one report as JSON on stdout; touch no database (implies --once)
   -V, --version      print the version and exit
   -h, --help         print this help and exit
@@ -34,6 +35,7 @@ configuration kept. agent_id and spool_dir change only with a restart. In --once
 Environment (overrides the file):
   SECUMON_AGENT_ID  SECUMON_DATABASE  SECUMON_INTERVAL  SECUMON_SPOOL_DIR
   SECUMON_SPOOL_MAX_BYTES  SECUMON_TOP_PROCESSES  SECUMON_LOG_LEVEL
+  SECUMON_ENROLL_TOKEN
 The database connection string is libpq's (key=value or postgresql:// URI); PG*
 variables, ~/.pgpass, TLS and SCRAM work as with psql. Without a connection (no
 `database`, no SECUMON_DATABASE, no PGHOST/PGSERVICE/...) the agent exits with status 2.
@@ -110,7 +112,7 @@ fn real_main() -> i32 {
     log::set_level(cfg.log_level);
 
     if args.dry_run {
-        let report = Collector::new(&cfg).collect();
+        let report = daemon::collect_once(&cfg, &mut Collector::new(&cfg));
         let mut out = std::io::stdout().lock();
         return match writeln!(out, "{}", report.to_json_pretty()).and_then(|_| out.flush()) {
             Ok(()) => 0,
@@ -124,6 +126,11 @@ fn real_main() -> i32 {
     if let Err(e) = config::require_connection(&cfg, &|k| std::env::var(k).ok()) {
         return fail(2, &e.to_string());
     }
+    // With an enroll_token: the agent's own login, from <spool_dir>/credentials or enrolling.
+    let cfg = match enroll::prepare(&cfg) {
+        Ok(c) => c,
+        Err(e) => return fail(e.exit_code, &e.message),
+    };
     if args.once {
         return match daemon::run_once(&cfg) {
             Ok(_) => 0,

@@ -53,6 +53,9 @@ pub fn reread(current: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
     let loaded = config::load(current.source.as_deref(), env)?;
     // A file that lost its connection is refused as at start-up, not taken as libpq's defaults.
     config::require_connection(&loaded, env)?;
+    // An enrolled agent keeps logging in as itself (never enrolls again on a reload).
+    let loaded = crate::enroll::apply_saved(loaded, &current.spool_dir)
+        .map_err(|e| ConfigError(e.message))?;
     Ok(plan(current, loaded))
 }
 
@@ -151,6 +154,31 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         &old.network.include_loopback,
         &new.network.include_loopback,
     );
+    // Inputs restart with the new list (see inputs::schedule::Inputs::reconfigure).
+    for (kind, differ, before, after) in [
+        (
+            "scrape",
+            old.scrapes != new.scrapes,
+            old.scrapes.len(),
+            new.scrapes.len(),
+        ),
+        (
+            "exec",
+            old.execs != new.execs,
+            old.execs.len(),
+            new.execs.len(),
+        ),
+        (
+            "probe",
+            old.probes != new.probes,
+            old.probes.len(),
+            new.probes.len(),
+        ),
+    ] {
+        if differ {
+            out.push(format!("[[{kind}]] inputs ({before} -> {after})"));
+        }
+    }
     out
 }
 

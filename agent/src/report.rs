@@ -4,7 +4,13 @@
 
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Whether `key` is a series of an input (`custom.*` from scrapes and commands, `probe.*`
+/// from probes) rather than a host series.
+pub fn is_input_series(key: &str) -> bool {
+    key.starts_with("custom.") || key.starts_with("probe.")
+}
 
 /// One report = one `secumon.ingest` call = one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +119,23 @@ impl Report {
     /// Rows this report turns into: one per series, disk, interface and process.
     pub fn row_count(&self) -> usize {
         self.series.len() + self.disks.len() + self.network.len() + self.processes.len()
+    }
+
+    /// This report without the input series outside `accepted` (the input keys of reports
+    /// the database stored before); host series always stay. Also returns how many keys
+    /// were left out and how many of them had a value.
+    pub fn keeping_input_series(&self, accepted: &BTreeSet<String>) -> (Report, usize, usize) {
+        let mut kept = self.clone();
+        let (mut keys, mut values) = (0, 0);
+        kept.series.retain(|key, value| {
+            let keep = !is_input_series(key) || accepted.contains(key);
+            if !keep {
+                keys += 1;
+                values += usize::from(value.is_some());
+            }
+            keep
+        });
+        (kept, keys, values)
     }
 
     pub fn to_json(&self) -> String {
@@ -263,6 +286,22 @@ mod tests {
         let r = sample();
         assert_eq!(Report::from_json(r.to_json().as_bytes()).unwrap(), r);
         assert_eq!(r.row_count(), 3 + 1 + 1 + 1);
+    }
+
+    #[test]
+    fn only_accepted_input_series_are_kept_and_host_series_always() {
+        let mut r = sample();
+        r.series.insert("custom.old".into(), Some(1.0));
+        r.series.insert("custom.new".into(), Some(2.0));
+        r.series.insert("probe.up{probe=\"tcp\"}".into(), None);
+        let accepted: BTreeSet<String> = ["custom.old".to_string()].into_iter().collect();
+        let (kept, keys, values) = r.keeping_input_series(&accepted);
+        assert_eq!((keys, values), (2, 1));
+        assert_eq!(kept.get("custom.old"), Some(1.0));
+        assert!(!kept.series.contains_key("custom.new"));
+        assert_eq!(kept.get("cpu.usage_percent"), Some(12.5));
+        assert_eq!(kept.series.len(), 4);
+        assert!(is_input_series("probe.up") && !is_input_series("cpu.usage_percent"));
     }
 
     #[test]

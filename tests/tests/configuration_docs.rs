@@ -97,6 +97,32 @@ fn every_agent_key_has_a_row_in_configuration_md_and_a_line_in_the_example() {
 
     let top = keys_named_by_the_agent("zzz_not_a_key = 1\n");
     for key in &top {
+        // Inputs: arrays of tables, without environment variables (docs/agent-inputs.md).
+        if ["scrape", "exec", "probe"].contains(&key.as_str()) {
+            let table = format!("[[{key}]]");
+            if table_row(agent_section, &table).is_none() {
+                problems.push(format!("no row for `{table}` in docs/configuration.md"));
+            }
+            if !example.contains(&table) {
+                problems.push(format!("no {table} in agent.example.toml"));
+            }
+            for field in keys_named_by_the_agent(&format!("{table}\nzzz_not_a_key = 1\n")) {
+                if !agent_section.lines().any(|l| {
+                    l.starts_with('|') && l.contains(&table) && l.contains(&format!("`{field}`"))
+                }) {
+                    problems.push(format!(
+                        "no row naming `{table}` and `{field}` in docs/configuration.md"
+                    ));
+                }
+                if !example.lines().any(|l| {
+                    l.trim_start_matches(['#', ' '])
+                        .starts_with(&format!("{field} = "))
+                }) {
+                    problems.push(format!("no `{field} = ` line in agent.example.toml"));
+                }
+            }
+            continue;
+        }
         if ["labels", "disks", "network"].contains(&key.as_str()) {
             let table = format!("[{key}]");
             if table_row(agent_section, &table).is_none() {
