@@ -54,6 +54,8 @@ GRANT EXECUTE ON FUNCTION secumon.test_channel(text) TO secumon_web;
 -- manage whom. The policy functions (identity, _rls_*) must be callable by anyone a table is
 -- ever granted to.
 GRANT USAGE ON SCHEMA secumon TO secumon_web;
+-- The enrolling role (sql/enroll.sql) executes secumon.enroll() only.
+GRANT USAGE ON SCHEMA secumon TO secumon_enroll;
 GRANT EXECUTE ON FUNCTION secumon.current_user_id(), secumon.current_tenant(), secumon.current_role(),
                           secumon._rls_open(), secumon._rls_may_write(boolean),
                           secumon._agent_key_visible(integer), secumon._agent_id_visible(text)

@@ -51,6 +51,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/query.sql", name = "query", requires = ["lifecycle", query::lttb]);
 extension_sql_file!("../../sql/limits.sql", name = "limits", requires = ["notify", "lifecycle"]);
+extension_sql_file!("../../sql/enroll.sql", name = "enroll", requires = ["storage", "auth", "limits"]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[allow(non_snake_case)]

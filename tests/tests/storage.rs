@@ -176,8 +176,9 @@ fn retention_job_drops_expired_days_once_rollups_have_them() {
     cluster.psql("UPDATE secumon.rollups SET late_margin = '0'");
     // A refresh before the data arrives, so that the data is late for the rollups.
     run_job_and_wait(&cluster, "rollup_metrics_5min");
-    generate(&cluster, "r", 1, "now() - interval '40 days'", "now() - interval '40 days' + interval '1 hour'", "interval '5 minutes'");
-    generate(&cluster, "r", 1, "now() - interval '20 days'", "now() - interval '20 days' + interval '1 hour'", "interval '5 minutes'");
+    // Each hour within one UTC day, whatever the time of day the test runs.
+    generate(&cluster, "r", 1, "date_trunc('day', now()) - interval '40 days' + interval '1 hour'", "date_trunc('day', now()) - interval '40 days' + interval '2 hours'", "interval '5 minutes'");
+    generate(&cluster, "r", 1, "date_trunc('day', now()) - interval '20 days' + interval '1 hour'", "date_trunc('day', now()) - interval '20 days' + interval '2 hours'", "interval '5 minutes'");
     wait_for_drain(&cluster);
     let old_days = || one(&cluster, "SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples' AND range_end < now() - interval '10 days'");
     assert_eq!(old_days(), "2");

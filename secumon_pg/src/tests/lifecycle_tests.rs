@@ -287,8 +287,9 @@ pub(crate) mod tests {
     #[pg_test]
     fn retention_drops_only_expired_partitions_that_are_rolled_up() {
         lock_storage();
-        generate("k", 1, "now() - interval '40 days'", "now() - interval '40 days' + interval '1 hour'", "interval '5 minutes'");
-        generate("k", 1, "now() - interval '20 days'", "now() - interval '20 days' + interval '1 hour'", "interval '5 minutes'");
+        // Each hour within one UTC day, whatever the time of day the test runs.
+        generate("k", 1, "date_trunc('day', now()) - interval '40 days' + interval '1 hour'", "date_trunc('day', now()) - interval '40 days' + interval '2 hours'", "interval '5 minutes'");
+        generate("k", 1, "date_trunc('day', now()) - interval '20 days' + interval '1 hour'", "date_trunc('day', now()) - interval '20 days' + interval '2 hours'", "interval '5 minutes'");
         upkeep();
         age_ingest_times();
         let days = |t: &str| one::<i64>(&format!("SELECT count(*) FROM secumon.partitions WHERE table_name = '{t}' AND NOT is_default AND range_end < now() - interval '10 days'"));
@@ -310,7 +311,7 @@ pub(crate) mod tests {
         assert!(rolled > 0, "the rollups of the dropped day stay");
 
         // A report for the dropped day is expired on arrival: its day is not re-created.
-        generate("k", 1, "now() - interval '40 days'", "now() - interval '40 days' + interval '1 minute'", "interval '5 minutes'");
+        generate("k", 1, "date_trunc('day', now()) - interval '40 days' + interval '1 hour'", "date_trunc('day', now()) - interval '40 days' + interval '61 minutes'", "interval '5 minutes'");
         upkeep();
         assert_eq!(days("metric_samples"), 1, "partition_upkeep does not re-create a dropped day");
         let resurrected = one::<i64>("SELECT count(*) FROM secumon.metric_samples WHERE time < now() - interval '30 days'");

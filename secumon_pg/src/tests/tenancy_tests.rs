@@ -489,6 +489,15 @@ mod tests {
         ("percentiles", &["SELECT * FROM secumon.percentiles('tn-gx-1', 'cpu.usage_percent', now() - interval '1 hour', now() + interval '1 hour')"]),
         ("top_agents", &["SELECT * FROM secumon.top_agents('cpu.usage_percent', now() - interval '1 hour', now() + interval '1 hour')"]),
         ("list_agents", &["SELECT * FROM secumon.list_agents('1 day')"]),
+        ("list_series", &["SELECT * FROM secumon.list_series('tn-gx-1')", "SELECT * FROM secumon.list_series()"]),
+        ("_parse_series", &["SELECT * FROM secumon._parse_series('custom.x{a=\"b\"}')"]),
+        ("_series_key", &["SELECT secumon._series_key('custom', 'x', '{\"a\": \"b\"}')"]),
+        ("_label_string", &["SELECT secumon._label_string('{\"a\": \"b\"}')"]),
+        ("_unescape_label", &["SELECT secumon._unescape_label('a\\\"b')"]),
+        ("_layout_positions", &["SELECT * FROM secumon._layout_positions(ARRAY['cpu.usage_percent', 'cpu.context_switches'], false)"]),
+        ("_counter_series", &["SELECT secumon._counter_series('custom', 'x_total')"]),
+        ("create_enrollment_token", &["SELECT secumon.create_enrollment_token('globex')", "SELECT secumon.create_enrollment_token()"]),
+        ("revoke_enrollment_token", &["SELECT secumon.revoke_enrollment_token('00000000-0000-4000-8000-000000000404')"]),
         ("latest_metrics", &["SELECT * FROM secumon.latest_metrics('tn-gx-1')"]),
         ("agent_disks", &["SELECT * FROM secumon.agent_disks('tn-gx-1')"]),
         ("agent_networks", &["SELECT * FROM secumon.agent_networks('tn-gx-1')"]),
@@ -537,6 +546,8 @@ mod tests {
         ("SELECT secumon.revoke_sessions(", "42501", "22023"),
         ("SELECT * FROM secumon.list_sessions('tn_gx_admin')", "42501", "22023"),
         ("SELECT secumon.test_channel(", "42704", "42704"),
+        ("SELECT secumon.create_enrollment_token('globex')", "42501", "42501"),
+        ("SELECT secumon.revoke_enrollment_token(", "22023", "22023"),
     ];
 
     /// Every function secumon_web or secumon_reader may execute, called without identity and as
