@@ -8,6 +8,7 @@ GRANT USAGE ON SCHEMA secumon TO secumon_admin, secumon_reader, secumon_agent;
 -- Agents: two functions, no table access at all.
 GRANT EXECUTE ON FUNCTION secumon.register_agent(text, text, text, text, jsonb) TO secumon_agent;
 GRANT EXECUTE ON FUNCTION secumon.ingest(text, timestamptz, text[], float8[], jsonb, jsonb, jsonb) TO secumon_agent;
+GRANT EXECUTE ON FUNCTION secumon.agent_series(text) TO secumon_agent;
 
 -- Readers: the public relations and read-only helpers.
 GRANT USAGE ON SCHEMA secumon_partitions TO secumon_reader, secumon_admin;

@@ -657,6 +657,30 @@ END
 $$;
 COMMENT ON FUNCTION secumon.ingest(text, timestamptz, text[], float8[], jsonb, jsonb, jsonb) IS 'Stores one agent report (see docs/ingest-protocol.md); false when it was already stored.';
 
+-- The series agent `agent_id` has stored so far: after the database refused a report over its
+-- series (secumon.max_series_per_agent), the agent sends it again with only these, so the
+-- series it had keep arriving, also after a restart. Same ownership rule as ingest.
+CREATE FUNCTION secumon.agent_series(agent_id text) RETURNS SETOF text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+BEGIN
+    PERFORM secumon._check_agent_id(agent_id);
+    SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = agent_series.agent_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'agent "%" is not registered', agent_id
+            USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
+    END IF;
+    PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
+    RETURN QUERY SELECT DISTINCT s
+                   FROM secumon._agent_layouts u
+                   JOIN secumon.metric_layouts l ON l.layout_id = u.layout_id
+                  CROSS JOIN LATERAL unnest(l.series) AS s
+                  WHERE u.agent_key = a.agent_key;
+END
+$$;
+COMMENT ON FUNCTION secumon.agent_series(text) IS 'Series names an agent has stored; its agent role calls it after a report was refused over new series.';
+
 -- INSERT INTO secumon.metrics (the view of sql/lifecycle.sql): merges the sample into the agent's report row of that instant.
 -- Meant for back-fills, imports and tests; agents use secumon.ingest(), which is much faster.
 CREATE FUNCTION secumon._metrics_insert() RETURNS trigger

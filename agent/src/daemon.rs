@@ -79,12 +79,21 @@ pub fn ingest_with_fallback(
     report: &Report,
     accepted: &mut BTreeSet<String>,
 ) -> db::Result<bool> {
-    ingest_or_retry(&mut |r| db.ingest(r), report, accepted)
+    let db = std::cell::RefCell::new(db);
+    ingest_or_retry(
+        &mut |r| db.borrow_mut().ingest(r),
+        &mut || db.borrow_mut().stored_series(&report.agent_id),
+        report,
+        accepted,
+    )
 }
 
 /// [`ingest_with_fallback`] over any `ingest` (tests pass a fake database).
+/// `stored_series` asks the database which series the agent stored before (after a restart,
+/// or in `--once`, `accepted` knows none).
 fn ingest_or_retry(
     ingest: &mut dyn FnMut(&Report) -> db::Result<bool>,
+    stored_series: &mut dyn FnMut() -> db::Result<Vec<String>>,
     report: &Report,
     accepted: &mut BTreeSet<String>,
 ) -> db::Result<bool> {
@@ -103,6 +112,10 @@ fn ingest_or_retry(
         Err(e) if refuses_series(&e) => e,
         Err(e) => return Err(e),
     };
+    match stored_series() {
+        Ok(keys) => accepted.extend(keys.into_iter().filter(|k| is_input_series(k))),
+        Err(e) => log_warn!("cannot read the series stored for {}: {e}", report.agent_id),
+    }
     let (reduced, keys, values) = report.keeping_input_series(accepted);
     if keys == 0 {
         return Err(refused);
@@ -110,7 +123,7 @@ fn ingest_or_retry(
     let stored = ingest(&reduced)?;
     remember(accepted, &reduced);
     log_error!(
-        "the database refused the series of the report of {}: {refused}; stored it without its {keys} custom/probe series that no report stored since the agent started: {values} sample(s) dropped",
+        "the database refused the series of the report of {}: {refused}; stored it without its {keys} custom/probe series the database has not stored before: {values} sample(s) dropped",
         report.time
     );
     Ok(stored)
@@ -898,15 +911,39 @@ mod tests {
             Ok(true)
         };
         let first = with_series(&["custom.a", "custom.b"]);
-        assert_eq!(ingest_or_retry(&mut fake, &first, &mut accepted), Ok(true));
+        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &first, &mut accepted), Ok(true));
         assert_eq!(accepted.len(), 2);
         let second = with_series(&["custom.a", "custom.b", "custom.c", "probe.up"]);
-        assert_eq!(ingest_or_retry(&mut fake, &second, &mut accepted), Ok(true));
+        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &second, &mut accepted), Ok(true));
         let last = stored.last().unwrap();
         assert_eq!(last.get("cpu.usage_percent"), Some(1.0), "host series kept");
         assert!(last.series.contains_key("custom.a") && last.series.contains_key("custom.b"));
         assert!(!last.series.contains_key("custom.c") && !last.series.contains_key("probe.up"));
         assert_eq!(accepted.len(), 2);
+    }
+
+    #[test]
+    fn after_a_restart_the_series_stored_before_are_asked_of_the_database() {
+        let mut stored: Vec<Report> = Vec::new();
+        let mut fake = |r: &Report| -> db::Result<bool> {
+            if r.series.contains_key("custom.new") {
+                return Err(db::Error::sql("54000", "cap"));
+            }
+            stored.push(r.clone());
+            Ok(true)
+        };
+        let mut accepted = BTreeSet::new();
+        let r = with_series(&["custom.old", "custom.new"]);
+        let mut asked = 0;
+        let mut known = || {
+            asked += 1;
+            Ok(vec!["cpu.usage_percent".to_string(), "custom.old".to_string()])
+        };
+        assert_eq!(ingest_or_retry(&mut fake, &mut known, &r, &mut accepted), Ok(true));
+        assert_eq!(asked, 1);
+        let last = stored.last().unwrap();
+        assert!(last.series.contains_key("custom.old"), "a series stored before the restart keeps arriving");
+        assert!(!last.series.contains_key("custom.new"));
     }
 
     #[test]
@@ -922,7 +959,7 @@ mod tests {
         };
         let r = with_series(&["custom.bad"]);
         assert_eq!(
-            ingest_or_retry(&mut fake, &r, &mut BTreeSet::new()),
+            ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &r, &mut BTreeSet::new()),
             Ok(true)
         );
         assert_eq!(calls, 2, "retried once");
@@ -936,12 +973,12 @@ mod tests {
             Err(db::Error::sql("54000", "cap"))
         };
         let host_only = with_series(&[]);
-        assert!(ingest_or_retry(&mut fake, &host_only, &mut BTreeSet::new()).is_err());
+        assert!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &host_only, &mut BTreeSet::new()).is_err());
         let mut fake2 =
             |_: &Report| -> db::Result<bool> { Err(db::Error::sql("22008", "too old")) };
         let r = with_series(&["custom.x"]);
         assert_eq!(
-            ingest_or_retry(&mut fake2, &r, &mut BTreeSet::new())
+            ingest_or_retry(&mut fake2, &mut || Ok(Vec::new()), &r, &mut BTreeSet::new())
                 .unwrap_err()
                 .sqlstate(),
             Some("22008")

@@ -582,6 +582,18 @@ impl Db {
         Ok(())
     }
 
+    /// The series names `agent_id` has stored (`secumon.agent_series`). Names hold no raw
+    /// newline (a label value's newline is escaped), so they come back one per line.
+    pub fn stored_series(&mut self, agent_id: &str) -> Result<Vec<String>> {
+        let text = self.query_value(
+            "SELECT string_agg(s, E'\\n') FROM secumon.agent_series($1::text) AS s",
+            &[Some(agent_id.to_string())],
+        )?;
+        Ok(text
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default())
+    }
+
     /// `secumon.ingest(...)` of one report, in one transaction. `Ok(true)` = stored,
     /// `Ok(false)` = this (agent_id, time) was already stored.
     pub fn ingest(&mut self, report: &Report) -> Result<bool> {

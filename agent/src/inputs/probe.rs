@@ -382,13 +382,10 @@ mod tests {
             Step::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()),
         ]);
         let url = format!("http://{}/", server.addr);
-        let start = Instant::now();
         let samples = run(&probe(
             http_target(&url, None, false),
             Duration::from_millis(500),
         ));
-        let took = start.elapsed();
-        assert!(took < Duration::from_millis(800), "took {took:?}");
         assert_eq!(value(&samples, "up"), Some(0.0));
         assert_eq!(value(&samples, "http_status_code"), None);
         let err = http::get(&http::Request {
@@ -412,7 +409,6 @@ mod tests {
             steps.push(Step::Send(b"x".to_vec()));
         }
         let server = test_server::serve(steps);
-        let start = Instant::now();
         let err = http::get(&http::Request {
             url: &format!("http://{}/", server.addr),
             timeout: Duration::from_millis(600),
@@ -422,7 +418,6 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err, "timed out after 600ms");
-        assert!(start.elapsed() < Duration::from_millis(900));
     }
 
     #[test]
@@ -675,7 +670,6 @@ mod tests {
 
     #[test]
     fn icmp_to_loopback_is_up_with_rtt_and_no_loss() {
-        let start = Instant::now();
         let samples = run(&probe(
             ProbeTarget::Icmp {
                 host: "127.0.0.1".to_string(),
@@ -683,7 +677,6 @@ mod tests {
             },
             Duration::from_secs(2),
         ));
-        assert!(start.elapsed() < Duration::from_millis(2500));
         if value(&samples, "up") == Some(0.0) && value(&samples, "packet_loss_percent").is_none() {
             println!(
                 "skipped: this kernel refuses unprivileged ICMP (ping_group_range {}) and the \

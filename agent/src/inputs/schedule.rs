@@ -243,7 +243,8 @@ impl Inputs {
         }
     }
 
-    /// Stops the scheduler thread (runs in flight end by their own timeouts).
+    /// Stops the scheduler thread and kills the commands still running; other runs in
+    /// flight end by their own timeouts.
     pub fn stop(&mut self) {
         if let Some((stop, handle)) = self.scheduler.take() {
             stop.store(true, Ordering::Relaxed);
@@ -252,6 +253,7 @@ impl Inputs {
                 log_error!("the inputs thread panicked");
             }
         }
+        super::exec::kill_running();
     }
 }
 
@@ -468,6 +470,12 @@ mod tests {
 
     #[test]
     fn run_all_once_runs_every_input_in_parallel() {
+        // Each command waits (at most 2 s) until all three have started: run one after the
+        // other, the first would give up and print nothing.
+        let dir = std::env::temp_dir().join(format!("secumon-parallel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
         let cfg = Config {
             execs: (0..3)
                 .map(|i| ExecInput {
@@ -477,20 +485,22 @@ mod tests {
                         interval: Duration::from_secs(10),
                         timeout: Duration::from_secs(5),
                     },
-                    command: vec!["sh".into(), "-c".into(), format!("sleep 0.3; echo v{i} 1")],
+                    command: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!(
+                            "touch {d}/e{i}; n=0; while [ $(ls {d} | wc -l) -lt 3 ] && [ $n -lt 40 ]; do sleep 0.05; n=$((n+1)); done; \
+                             [ $(ls {d} | wc -l) -ge 3 ] && echo v{i} 1"
+                        ),
+                    ],
                     format: super::super::ExecFormat::Prometheus,
                     max_bytes: 1024,
                 })
                 .collect(),
             ..Config::default()
         };
-        let started = Instant::now();
         let samples = run_all_once(&cfg);
-        assert!(
-            started.elapsed() < Duration::from_millis(850),
-            "{:?}",
-            started.elapsed()
-        );
+        let _ = std::fs::remove_dir_all(&dir);
         for i in 0..3 {
             assert!(
                 samples.iter().any(|s| s.key == format!("custom.v{i}")),

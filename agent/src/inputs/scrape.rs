@@ -209,13 +209,7 @@ mod tests {
         assert_eq!(value(&s, UP), Some(0.0));
 
         let url = serve(http_response("200 OK", BODY), Duration::from_secs(5));
-        let started = Instant::now();
         let s = run(&input(&url, Duration::from_millis(300), 1 << 20));
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(value(&s, UP), Some(0.0));
     }
 
