@@ -263,6 +263,19 @@ impl Agent {
         self.run(&["--once"])
     }
 
+    /// `--once`, which must succeed without a panic; returns its stderr (the agent's log).
+    pub fn run_once_ok(&self) -> String {
+        let output = self.run_once();
+        let stderr = crate::stderr_text(&output);
+        assert!(
+            output.status.success(),
+            "expected `secumon-agent --once` to succeed; {}\nstderr:\n{stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("panicked at"), "no panic in the agent:\n{stderr}");
+        stderr
+    }
+
     /// Starts the agent as a daemon; stdout and stderr go to files in the agent's dir.
     pub fn spawn(&self) -> AgentProcess {
         self.spawn_with(&[])

@@ -563,6 +563,16 @@ impl Cluster {
     }
 
     /// `CREATE ROLE name LOGIN PASSWORD '<random>' IN ROLE secumon_agent`.
+    /// A webhook notification channel `name` to `url`, for every tenant and severity.
+    pub fn add_webhook_channel(&self, name: &str, url: &str) {
+        self.client()
+            .execute(
+                "INSERT INTO secumon.notification_channels (name, type, settings) VALUES ($1, 'webhook', $2)",
+                &[&name, &serde_json::json!({ "url": url })],
+            )
+            .unwrap_or_else(|e| panic!("expected to create webhook channel {name}: {e}"));
+    }
+
     pub fn create_agent_role(&self, name: &str) -> Role {
         self.create_login_role(name, &["secumon_agent"])
     }

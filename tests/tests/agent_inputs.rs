@@ -79,20 +79,6 @@ fn listing(cluster: &Cluster, agent: &str, metric_type: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_once_ok(agent: &Agent) -> String {
-    let output = agent.run_once();
-    let stderr = stderr_text(&output);
-    assert!(
-        output.status.success(),
-        "expected `secumon-agent --once` to succeed; {}\nstderr:\n{stderr}",
-        output.status
-    );
-    assert!(
-        !stderr.contains("panicked at"),
-        "no panic in the agent:\n{stderr}"
-    );
-    stderr
-}
 
 fn host_series_count(cluster: &Cluster, agent: &str) -> i64 {
     cluster
@@ -214,7 +200,7 @@ fn scrapes_and_commands_arrive_as_custom_series() {
         .line("[[exec]]")
         .line("command = [\"/bin/false\"]");
     let agent = cluster.agent(&config);
-    let stderr = run_once_ok(&agent);
+    let stderr = agent.run_once_ok();
 
     // The hanging command and the child it started were killed at their timeout.
     let (shell, child) = (pid_in(&hang_pid), pid_in(&hang_child_pid));
@@ -480,7 +466,7 @@ fn probes_report_up_status_latency_and_certificate_days() {
         config = config.line(line);
     }
     let agent = cluster.agent(&config);
-    let stderr = run_once_ok(&agent);
+    let stderr = agent.run_once_ok();
     let a = "probe-host";
     let probe = |series: &str, pairs: &[(&str, &str)]| value(&cluster, a, series, labels(pairs));
 
@@ -622,13 +608,7 @@ fn label_selector_rules_fire_and_resolve_on_probe_and_scraped_series() {
                 duration = CASE WHEN default_key = 'probe_target_down' THEN interval '2 seconds' ELSE duration END",
     );
     let receiver = HttpReceiver::start();
-    cluster
-        .client()
-        .execute(
-            "INSERT INTO secumon.notification_channels (name, type, settings) VALUES ('hook', 'webhook', $1)",
-            &[&serde_json::json!({ "url": receiver.url("/hook") })],
-        )
-        .expect("a webhook channel");
+    cluster.add_webhook_channel("hook", &receiver.url("/hook"));
     let queue_rule = cluster.psql_one(
         r#"INSERT INTO secumon.alert_rules (name, metric_type, metric_name, series_labels, condition, threshold, severity)
            VALUES ('mail queue', 'custom', 'app_queue_depth', '{"queue": "mail"}', 'gt', 100, 'critical') RETURNING id"#,

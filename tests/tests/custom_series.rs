@@ -119,13 +119,7 @@ fn label_selectors_alert_per_label_set_and_notifications_carry_the_labels() {
     let cluster = Cluster::start_with(&[("secumon.alert_interval", "1s")]);
     cluster.psql("UPDATE secumon.alert_rules SET enabled = false");
     let receiver = HttpReceiver::start();
-    cluster
-        .client()
-        .execute(
-            "INSERT INTO secumon.notification_channels (name, type, settings) VALUES ('hook', 'webhook', $1)",
-            &[&serde_json::json!({ "url": receiver.url("/hook") })],
-        )
-        .expect("a webhook channel");
+    cluster.add_webhook_channel("hook", &receiver.url("/hook"));
     let gauge_rule = cluster.psql_one(
         r#"INSERT INTO secumon.alert_rules (name, metric_type, metric_name, series_labels, condition, threshold, severity)
            VALUES ('mail queue', 'custom', 'app_queue_depth', '{"queue": "mail"}', 'gt', 100, 'critical') RETURNING id"#,

@@ -43,16 +43,6 @@ fn enrolling_agent(cluster: &Cluster, enroller: &Role, agent_id: &str, token: &s
     )
 }
 
-fn run_once_ok(agent: &Agent) -> String {
-    let output = agent.run_once();
-    assert!(
-        output.status.success(),
-        "expected `secumon-agent --once` to succeed; {}\nstderr:\n{}",
-        output.status,
-        stderr_text(&output)
-    );
-    stderr_text(&output)
-}
 
 fn token_uses(cluster: &Cluster, token: &str) -> String {
     cluster.psql_one(&format!(
@@ -90,7 +80,7 @@ fn an_agent_with_only_a_connection_and_a_token_enrolls_into_the_tokens_tenant() 
     );
     let agent = enrolling_agent(&cluster, &enroller, "web01", &token);
 
-    let first_log = run_once_ok(&agent);
+    let first_log = agent.run_once_ok();
     let row = &cluster.psql(
         "SELECT tenant_id, owner_role, labels::text FROM secumon.agents WHERE agent_id = 'web01'",
     )[0];
@@ -155,7 +145,7 @@ fn an_agent_with_only_a_connection_and_a_token_enrolls_into_the_tokens_tenant() 
     // The second run logs in with the saved login: no second use, labels kept.
     let before = cluster
         .psql_one("SELECT count(DISTINCT time) FROM secumon.metrics WHERE agent_id = 'web01'");
-    let second_log = run_once_ok(&agent);
+    let second_log = agent.run_once_ok();
     assert!(!second_log.contains("enrolling"), "{second_log}");
     assert_eq!(
         token_uses(&cluster, &token),

@@ -12,20 +12,17 @@
 //! series name, every non-finite value and every line that does not parse (each skipped
 //! field or line counts one in `invalid_lines`). Timestamps are read and ignored.
 
-use super::{merge_labels, series_key, Parsed, Sample};
+use super::{merge_labels, numbered_lines, series_key, Parsed, Sample};
 use std::collections::BTreeMap;
 
 /// Parses `text`; `input_labels` are added to every sample.
 pub fn parse(text: &[u8], input_labels: &BTreeMap<String, String>) -> Parsed {
     let mut out = Parsed::default();
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Ok(line) = std::str::from_utf8(raw) else {
+    for (number, line) in numbered_lines(text) {
+        let Ok(line) = line else {
             out.skip(number, || "not UTF-8".into());
             continue;
         };
-        let line = line.trim_matches([' ', '\t']);
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -181,13 +178,6 @@ fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn keys(p: &Parsed) -> Vec<(&str, f64)> {
-        p.samples
-            .iter()
-            .map(|s| (s.key.as_str(), s.value))
-            .collect()
-    }
-
     #[test]
     fn numeric_fields_become_series_named_measurement_field() {
         let input = [("env".to_string(), "prod".to_string())]
@@ -201,7 +191,7 @@ mod tests {
         );
         assert_eq!(p.invalid, 0, "{:?}", p.first_error);
         assert_eq!(
-            keys(&p),
+            p.keys(),
             vec![
                 (
                     r#"custom.queue_depth{env="prod",host="mx1",queue="mail"}"#,
@@ -233,7 +223,7 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!(
-            keys(&p),
+            p.keys(),
             vec![(r#"custom.disk_used{note="a,b",path="/var lib"}"#, 1.0)]
         );
         assert_eq!(p.invalid, 2, "the string and the boolean are counted");
@@ -244,7 +234,7 @@ mod tests {
         let text = b"nofields\ncpu,host usage=1\ncpu usage=abc\ncpu usage=1 notatime\n\
             cpu usage=NaN\n9cpu usage=1\ncpu,__x=1 usage=1\ncpu s=\"open\nok v=1\n\xff v=1\n";
         let p = parse(text, &BTreeMap::new());
-        assert_eq!(keys(&p), vec![("custom.ok_v", 1.0)]);
+        assert_eq!(p.keys(), vec![("custom.ok_v", 1.0)]);
         assert_eq!(p.invalid, 9, "{:?}", p.first_error);
     }
 

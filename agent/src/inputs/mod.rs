@@ -99,6 +99,28 @@ pub struct Parsed {
     pub first_error: Option<String>,
 }
 
+/// The lines of a text exposition, numbered from 1, without `\r` and surrounding blanks;
+/// `Err` for a line that is not UTF-8.
+pub fn numbered_lines(
+    text: &[u8],
+) -> impl Iterator<Item = (usize, Result<&str, std::str::Utf8Error>)> {
+    text.split(|&b| b == b'\n').enumerate().map(|(index, raw)| {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        (
+            index + 1,
+            std::str::from_utf8(raw).map(|line| line.trim_matches([' ', '\t'])),
+        )
+    })
+}
+
+#[cfg(test)]
+impl Parsed {
+    /// (key, value) of every sample, in order: what parser tests compare.
+    pub fn keys(&self) -> Vec<(&str, f64)> {
+        self.samples.iter().map(|s| (s.key.as_str(), s.value)).collect()
+    }
+}
+
 impl Parsed {
     /// Counts one skipped line (or field), keeping the first reason.
     pub fn skip(&mut self, line_number: usize, why: impl FnOnce() -> String) {

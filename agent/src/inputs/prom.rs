@@ -18,7 +18,7 @@
 //!   numbers only), as are lines that do not parse, invalid UTF-8, bad names, too long
 //!   label values and repeated labels. Nothing here panics, whatever the input.
 
-use super::{merge_labels, series_key, Parsed, Sample};
+use super::{merge_labels, numbered_lines, series_key, Parsed, Sample};
 use std::collections::{BTreeMap, HashSet};
 
 /// Parses `text`; `input_labels` are added to every sample.
@@ -26,14 +26,11 @@ pub fn parse(text: &[u8], input_labels: &BTreeMap<String, String>) -> Parsed {
     let mut out = Parsed::default();
     // Families declared `# TYPE <name> counter`.
     let mut counters: HashSet<String> = HashSet::new();
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Ok(line) = std::str::from_utf8(raw) else {
+    for (number, line) in numbered_lines(text) {
+        let Ok(line) = line else {
             out.skip(number, || "not UTF-8".into());
             continue;
         };
-        let line = line.trim_matches([' ', '\t']);
         if line.is_empty() {
             continue;
         }
@@ -177,13 +174,6 @@ fn excerpt(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn keys(p: &Parsed) -> Vec<(&str, f64)> {
-        p.samples
-            .iter()
-            .map(|s| (s.key.as_str(), s.value))
-            .collect()
-    }
-
     fn no_labels() -> BTreeMap<String, String> {
         BTreeMap::new()
     }
@@ -203,7 +193,7 @@ plain_untyped -2
         let p = parse(text, &no_labels());
         assert_eq!(p.invalid, 0, "{:?}", p.first_error);
         assert_eq!(
-            keys(&p),
+            p.keys(),
             vec![
                 (r#"custom.http_requests_total{code="500",path="/api"}"#, 3.0),
                 (
@@ -232,7 +222,7 @@ rpc_seconds_count 100
         let p = parse(text, &no_labels());
         assert_eq!(p.invalid, 0, "{:?}", p.first_error);
         assert_eq!(
-            keys(&p),
+            p.keys(),
             vec![
                 (r#"custom.latency_seconds_bucket{le="0.1"}"#, 2.0),
                 (r#"custom.latency_seconds_bucket{le="+Inf"}"#, 5.0),
@@ -266,7 +256,7 @@ rpc_seconds_count 100
             .collect();
         let p = parse(b"up{job=\"app\"} 1\nother{job=\"\"} 2\n", &input);
         assert_eq!(
-            keys(&p),
+            p.keys(),
             vec![
                 (r#"custom.up{env="prod",job="app"}"#, 1.0),
                 (r#"custom.other{env="prod",job="node"}"#, 2.0),
@@ -279,7 +269,7 @@ rpc_seconds_count 100
         let text = b"a NaN\nb +Inf\nc -Inf\ngood 1\n{x=\"1\"} 2\nd{x=\"1\" 3\ne{x=1} 4\n\
             f{x=\"\\q\"} 5\ng 1 2 3\nh one\ni 1 soon\n9bad 1\nj{__x=\"1\"} 1\nk{a=\"1\",a=\"2\"} 1\n\xff\xfe 1\nk\n";
         let p = parse(text, &no_labels());
-        assert_eq!(keys(&p), vec![("custom.good", 1.0)]);
+        assert_eq!(p.keys(), vec![("custom.good", 1.0)]);
         assert_eq!(p.invalid, 15, "{:?}", p.first_error);
         assert!(p.first_error.unwrap().starts_with("line 1: a: NaN"));
     }
@@ -291,7 +281,7 @@ rpc_seconds_count 100
             &no_labels(),
         );
         assert_eq!(p.invalid, 0);
-        assert_eq!(keys(&p), vec![("custom.x", 1.0), ("custom.y_total", 2.0)]);
+        assert_eq!(p.keys(), vec![("custom.x", 1.0), ("custom.y_total", 2.0)]);
     }
 
     #[test]
