@@ -252,3 +252,41 @@ fn bad_custom_series_are_refused_with_clear_errors_and_nothing_stored() {
     let (code, _) = error_of(&mut agent, "SET secumon.max_series_per_agent = 1000000");
     assert_eq!(code, "42501");
 }
+
+#[test]
+fn a_compressed_day_answers_for_custom_series_as_before() {
+    let cluster = Cluster::start();
+    let mut client = cluster.client();
+    client.batch_execute("SELECT secumon.register_agent('old-1', 'old-1')").unwrap();
+    let day = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '3 days')";
+    for i in 0..20i64 {
+        ingest_series(
+            &mut client,
+            "old-1",
+            &format!("{day} + interval '{} minutes'", 60 + 5 * i),
+            &[
+                ("cpu.usage_percent", i as f64),
+                (r#"custom.app_queue_depth{queue="mail"}"#, 100.0 + i as f64),
+                (r#"probe.up{probe="tcp",target="db:5432"}"#, (i % 2) as f64),
+            ],
+        );
+    }
+    run_job(&mut client, "partition_upkeep");
+    let rows = "SELECT time, metric_type, metric_name, labels::text, value FROM secumon.metrics
+                 WHERE agent_id = 'old-1' ORDER BY 1, 2, 3, 4";
+    let before = cluster.psql(rows);
+    assert_eq!(before.len(), 60);
+    let partition = cluster.psql_one(&format!(
+        "SELECT format('secumon_partitions.%I', partition_name) FROM secumon.partitions
+          WHERE table_name = 'metric_samples' AND NOT is_default AND range_start = {day}"
+    ));
+    let result = cluster.psql_one(&format!("SELECT secumon.compress_partition('{partition}'::regclass)"));
+    assert!(result.contains("smaller"), "{result}");
+    assert_eq!(cluster.psql(rows), before, "the compressed day answers exactly as before");
+    assert_eq!(
+        cluster.psql_one(&format!(
+            r#"SELECT value FROM secumon.series('old-1', 'custom.app_queue_depth{{queue="mail"}}', {day}, {day} + interval '1 day', 100000) ORDER BY time DESC LIMIT 1"#
+        )),
+        "119"
+    );
+}

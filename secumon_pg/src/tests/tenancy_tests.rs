@@ -71,7 +71,8 @@ mod tests {
         run("UPDATE secumon.agents SET tenant_id = 'acme' WHERE agent_id = 'tn-acme-1'");
         run("UPDATE secumon.agents SET tenant_id = 'globex' WHERE agent_id = 'tn-gx-1'");
         run("SELECT secumon.ingest('tn-gx-1', now() - interval '1 minute', \
-                    ARRAY['cpu.usage_percent', 'cpu.context_switches'], ARRAY[4242.5, 4242.5]::float8[], \
+                    ARRAY['cpu.usage_percent', 'cpu.context_switches', 'custom.gx_secret_queue{team=\"gx-secret\"}'], \
+                    ARRAY[4242.5, 4242.5, 4242.5]::float8[], \
                     '[{\"device\": \"gx-secret-disk\", \"mountpoint\": \"/gx-secret\", \"usage_percent\": 4242.5}]', \
                     '[{\"interface\": \"gx-secret-if\", \"bytes_sent\": 4242}]', \
                     '[{\"pid\": 4242, \"name\": \"gx-secret-proc\", \"cpu_percent\": 4242.5}]')");
