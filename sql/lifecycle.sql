@@ -23,6 +23,8 @@ SELECT pg_catalog.pg_extension_config_dump('secumon.metric_series_series_id_seq'
 
 ALTER TABLE secumon.metric_layouts ADD COLUMN series_ids bigint[];
 COMMENT ON COLUMN secumon.metric_layouts.series_ids IS 'secumon.metric_series ids of series, same order.';
+-- Which layouts hold a series (the alert engine's lookup of a rule's series).
+CREATE INDEX metric_layouts_series_ids ON secumon.metric_layouts USING gin (series_ids);
 
 -- Fills metric_layouts.series_ids (unless given, as by a restore), registering new series.
 -- Ids are taken for new names only (ON CONFLICT alone would take one for every name).

@@ -334,6 +334,13 @@ BEGIN
                last_seen = greatest(a.last_seen, now())
          WHERE a.agent_key = existing.agent_key;
     ELSE
+        -- A role made by enrolling an agent (sql/enroll.sql) writes for that agent only: another
+        -- agent_id would land outside the tenant the enrollment put it in.
+        IF EXISTS (SELECT FROM secumon.enrollments x WHERE x.role_name = session_user) THEN
+            RAISE EXCEPTION 'role "%" was made by enrolling one agent and may register no other', session_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Enroll each host with its own agent_id and enrollment token (docs/enrollment.md).';
+        END IF;
         INSERT INTO secumon.agents AS a (agent_id, hostname, os, agent_version, labels, owner_role, last_seen)
         VALUES (agent_id, hostname, os, agent_version, coalesce(labels, '{}'), session_user, now())
         ON CONFLICT ON CONSTRAINT agents_agent_id_key DO NOTHING;
@@ -389,6 +396,10 @@ BEGIN
     labels := '{}';
     IF series IS NULL THEN
         problem := 'invalid series name NULL';
+        RETURN;
+    END IF;
+    IF octet_length(series) > 4096 THEN
+        problem := format('series name %s... is longer than 4096 bytes', quote_literal(left(series, 100)));
         RETURN;
     END IF;
     IF series ~ '^(cpu|memory|disk|network|system)\.[a-z][a-z0-9_]{0,62}$' THEN
@@ -460,6 +471,11 @@ BEGIN
     IF cardinality(series) <= 0 THEN
         RETURN;
     END IF;
+    IF (SELECT count(*) FROM secumon._agent_layouts u WHERE u.agent_key = _check_series_cap.agent_key) >= 1000 THEN
+        RAISE EXCEPTION 'agent "%" has stored reports with 1000 different sets of series, the most one agent may', agent_id
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Each new combination of series is kept as a layout; send a steady set of series (the agent does), or register the host under a new agent_id.';
+    END IF;
     SELECT count(*) INTO n
       FROM (SELECT unnest(l.series) FROM secumon._agent_layouts u JOIN secumon.metric_layouts l ON l.layout_id = u.layout_id
              WHERE u.agent_key = _check_series_cap.agent_key
@@ -496,6 +512,11 @@ BEGIN
         RAISE EXCEPTION 'a report may carry at most % series, this one has %', secumon._max_series_per_report(), cardinality(_layout_id.series)
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'Send fewer series per report; per-filesystem and per-interface values go in disks and networks.';
+    END IF;
+    IF octet_length(array_to_string(_layout_id.series, ',')) > 1048576 THEN
+        RAISE EXCEPTION 'the series names of a report may take at most 1 MiB, these take %', pg_size_pretty(octet_length(array_to_string(_layout_id.series, ','))::bigint)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Drop labels with long values, or send fewer series per report.';
     END IF;
     SELECT p INTO bad FROM unnest(_layout_id.series) AS s CROSS JOIN LATERAL secumon._series_problem(s) AS p
      WHERE p IS NOT NULL LIMIT 1;
@@ -559,6 +580,7 @@ DECLARE
     w record;
     layout integer;
     stored integer;
+    capped boolean := false;
 BEGIN
     SELECT sw.oldest, sw.newest INTO w FROM secumon._sample_window() AS sw;
     IF secumon._in_sample_window("time", w.oldest, w.newest) IS NOT TRUE THEN
@@ -612,7 +634,10 @@ BEGIN
      WHERE secumon._layout_key(l.series) = sha256(convert_to(array_to_string(ingest.series, ','), 'UTF8'))
        AND l.series = ingest.series;
     IF NOT FOUND THEN
+        -- The cap first: a refused report takes no layout id.
+        PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
         layout := secumon._layout_id(ingest.series);  -- checks the names, creates the layout
+        capped := true;
     END IF;
     INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
     VALUES (ingest."time", a.agent_key, layout, ingest.vals)
@@ -622,7 +647,9 @@ BEGIN
         RETURN false;
     END IF;
     IF NOT EXISTS (SELECT FROM secumon._agent_layouts u WHERE u.agent_key = a.agent_key AND u.layout_id = layout) THEN
-        PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
+        IF NOT capped THEN
+            PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
+        END IF;
         PERFORM secumon._note_agent_layout(a.agent_key, layout);
     END IF;
 
@@ -724,6 +751,7 @@ BEGIN
      WHERE s.agent_key = a.agent_key AND s.time = NEW.time
        FOR UPDATE OF s;
     IF NOT FOUND THEN
+        PERFORM secumon._check_series_cap(a.agent_key, NEW.agent_id, ARRAY[series_name]);
         layout := secumon._layout_id(ARRAY[series_name]);
         INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
         VALUES (NEW.time, a.agent_key, layout, ARRAY[NEW.value]);
@@ -735,6 +763,7 @@ BEGIN
             UPDATE secumon.metric_samples SET vals = row_now.vals, ingested_at = now()
              WHERE agent_key = a.agent_key AND time = NEW.time;
         ELSE
+            PERFORM secumon._check_series_cap(a.agent_key, NEW.agent_id, row_now.series || series_name);
             layout := secumon._layout_id(row_now.series || series_name);
             UPDATE secumon.metric_samples
                SET layout_id = layout, vals = row_now.vals || NEW.value, ingested_at = now()

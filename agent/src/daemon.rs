@@ -69,34 +69,52 @@ fn refuses_series(e: &db::Error) -> bool {
     e.kind() == ErrorKind::Sql && matches!(e.sqlstate(), Some("54000" | "22023"))
 }
 
+/// What the database made of this agent's input series (custom and probe): the keys of stored
+/// reports, and the keys it refused lately, which stay out of reports until `retry_at`, so an
+/// agent over its series cap does not make the database parse and refuse them in every report.
+#[derive(Debug, Default)]
+pub struct SeriesMemory {
+    pub accepted: BTreeSet<String>,
+    refused: BTreeSet<String>,
+    retry_at: Option<Instant>,
+}
+
+/// How long input series the database refused stay out of reports before they are offered again.
+pub const REFUSED_SERIES_RETRY: Duration = Duration::from_secs(600);
+
 /// Ingests `report`; if the database refuses its series (see [`refuses_series`]) and it
 /// carries input series the database never stored, ingests it once more without those,
 /// so the host series (and the input series stored before) are never lost, and logs one
-/// error line with the database's message and what was left out. `accepted` is the set of
-/// input keys of stored reports; it grows with each stored report.
+/// error line with the database's message and what was left out (and for how long).
 pub fn ingest_with_fallback(
     db: &mut Db,
     report: &Report,
-    accepted: &mut BTreeSet<String>,
+    memory: &mut SeriesMemory,
 ) -> db::Result<bool> {
     let db = std::cell::RefCell::new(db);
     ingest_or_retry(
         &mut |r| db.borrow_mut().ingest(r),
         &mut || db.borrow_mut().stored_series(&report.agent_id),
         report,
-        accepted,
+        memory,
+        Instant::now(),
     )
 }
 
-/// [`ingest_with_fallback`] over any `ingest` (tests pass a fake database).
+/// [`ingest_with_fallback`] over any `ingest` (tests pass a fake database) at time `now`.
 /// `stored_series` asks the database which series the agent stored before (after a restart,
-/// or in `--once`, `accepted` knows none).
+/// or in `--once`, `memory` knows none).
 fn ingest_or_retry(
     ingest: &mut dyn FnMut(&Report) -> db::Result<bool>,
     stored_series: &mut dyn FnMut() -> db::Result<Vec<String>>,
     report: &Report,
-    accepted: &mut BTreeSet<String>,
+    memory: &mut SeriesMemory,
+    now: Instant,
 ) -> db::Result<bool> {
+    if memory.retry_at.is_some_and(|t| now >= t) {
+        memory.refused.clear();
+        memory.retry_at = None;
+    }
     let remember = |accepted: &mut BTreeSet<String>, r: &Report| {
         for key in r.series.keys().filter(|k| is_input_series(k)) {
             if !accepted.contains(key) {
@@ -104,27 +122,48 @@ fn ingest_or_retry(
             }
         }
     };
+    // Series refused lately stay out (said when they were refused).
+    let offered;
+    let report = if memory.refused.is_empty() {
+        report
+    } else {
+        let mut kept = report.clone();
+        kept.series.retain(|key, _| !memory.refused.contains(key));
+        offered = kept;
+        &offered
+    };
     let refused = match ingest(report) {
         Ok(stored) => {
-            remember(accepted, report);
+            remember(&mut memory.accepted, report);
             return Ok(stored);
         }
         Err(e) if refuses_series(&e) => e,
         Err(e) => return Err(e),
     };
     match stored_series() {
-        Ok(keys) => accepted.extend(keys.into_iter().filter(|k| is_input_series(k))),
+        Ok(keys) => memory
+            .accepted
+            .extend(keys.into_iter().filter(|k| is_input_series(k))),
         Err(e) => log_warn!("cannot read the series stored for {}: {e}", report.agent_id),
     }
-    let (reduced, keys, values) = report.keeping_input_series(accepted);
+    let (reduced, keys, values) = report.keeping_input_series(&memory.accepted);
     if keys == 0 {
         return Err(refused);
     }
     let stored = ingest(&reduced)?;
-    remember(accepted, &reduced);
+    remember(&mut memory.accepted, &reduced);
+    memory.refused.extend(
+        report
+            .series
+            .keys()
+            .filter(|k| is_input_series(k) && !reduced.series.contains_key(*k))
+            .cloned(),
+    );
+    memory.retry_at = Some(now + REFUSED_SERIES_RETRY);
     log_error!(
-        "the database refused the series of the report of {}: {refused}; stored it without its {keys} custom/probe series the database has not stored before: {values} sample(s) dropped",
-        report.time
+        "the database refused the series of the report of {}: {refused}; stored it without its {keys} custom/probe series the database has not stored before ({values} sample(s) dropped); they stay out of reports for {}, then are offered again",
+        report.time,
+        crate::config::format_duration(REFUSED_SERIES_RETRY)
     );
     Ok(stored)
 }
@@ -143,7 +182,7 @@ pub fn run_once(cfg: &Config) -> Result<bool, String> {
     db.register(&collector.agent_info())
         .map_err(|e| format!("cannot register agent {:?}: {e}", cfg.agent_id))?;
     let report = collect_once(cfg, &mut collector);
-    let stored = ingest_with_fallback(&mut db, &report, &mut BTreeSet::new())
+    let stored = ingest_with_fallback(&mut db, &report, &mut SeriesMemory::default())
         .map_err(|e| format!("cannot ingest the report of {}: {e}", report.time))?;
     log_info!(
         "report of {} ({} rows) {}",
@@ -255,6 +294,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     }
 
     running.inputs.stop();
+    // No command outlives the agent.
+    crate::inputs::exec::kill_running();
     log_info!(
         "stop requested: flushing the spool (at most {}s)",
         FLUSH_TIMEOUT.as_secs()
@@ -432,8 +473,8 @@ struct Shipper {
     replay: Option<Replay>,
     /// Set after the first failure, so the reconnect is logged as such.
     was_disconnected: bool,
-    /// Input series keys of stored reports (see [`ingest_with_fallback`]).
-    accepted: BTreeSet<String>,
+    /// What the database stored and refused of the input series (see [`ingest_with_fallback`]).
+    series: SeriesMemory,
 }
 
 impl Shipper {
@@ -453,7 +494,7 @@ impl Shipper {
             retry_at: Instant::now(),
             replay: None,
             was_disconnected: false,
-            accepted: BTreeSet::new(),
+            series: SeriesMemory::default(),
         }
     }
 
@@ -600,7 +641,7 @@ impl Shipper {
                 return Step::Progress;
             }
         };
-        match ingest_with_fallback(db, &report, &mut self.accepted) {
+        match ingest_with_fallback(db, &report, &mut self.series) {
             Ok(stored) => {
                 if let Err(e) = lock(&self.spool).complete(seq) {
                     // It would be replayed; ingest is idempotent so that stores nothing twice.
@@ -893,7 +934,7 @@ mod tests {
 
     #[test]
     fn a_refused_report_is_stored_again_without_the_new_input_series() {
-        let mut accepted = BTreeSet::new();
+        let mut memory = SeriesMemory::default();
         let mut stored: Vec<Report> = Vec::new();
         // A database that takes at most 2 distinct custom series.
         let mut known: BTreeSet<String> = BTreeSet::new();
@@ -911,15 +952,15 @@ mod tests {
             Ok(true)
         };
         let first = with_series(&["custom.a", "custom.b"]);
-        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &first, &mut accepted), Ok(true));
-        assert_eq!(accepted.len(), 2);
+        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &first, &mut memory, Instant::now()), Ok(true));
+        assert_eq!(memory.accepted.len(), 2);
         let second = with_series(&["custom.a", "custom.b", "custom.c", "probe.up"]);
-        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &second, &mut accepted), Ok(true));
+        assert_eq!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &second, &mut memory, Instant::now()), Ok(true));
         let last = stored.last().unwrap();
         assert_eq!(last.get("cpu.usage_percent"), Some(1.0), "host series kept");
         assert!(last.series.contains_key("custom.a") && last.series.contains_key("custom.b"));
         assert!(!last.series.contains_key("custom.c") && !last.series.contains_key("probe.up"));
-        assert_eq!(accepted.len(), 2);
+        assert_eq!(memory.accepted.len(), 2);
     }
 
     #[test]
@@ -932,18 +973,45 @@ mod tests {
             stored.push(r.clone());
             Ok(true)
         };
-        let mut accepted = BTreeSet::new();
+        let mut memory = SeriesMemory::default();
         let r = with_series(&["custom.old", "custom.new"]);
         let mut asked = 0;
         let mut known = || {
             asked += 1;
             Ok(vec!["cpu.usage_percent".to_string(), "custom.old".to_string()])
         };
-        assert_eq!(ingest_or_retry(&mut fake, &mut known, &r, &mut accepted), Ok(true));
+        assert_eq!(ingest_or_retry(&mut fake, &mut known, &r, &mut memory, Instant::now()), Ok(true));
         assert_eq!(asked, 1);
         let last = stored.last().unwrap();
         assert!(last.series.contains_key("custom.old"), "a series stored before the restart keeps arriving");
         assert!(!last.series.contains_key("custom.new"));
+    }
+
+    #[test]
+    fn refused_series_stay_out_until_their_retry_time() {
+        let mut offered: Vec<bool> = Vec::new();
+        let mut fake = |r: &Report| -> db::Result<bool> {
+            let new = r.series.contains_key("custom.new");
+            offered.push(new);
+            if new {
+                Err(db::Error::sql("54000", "cap"))
+            } else {
+                Ok(true)
+            }
+        };
+        let mut memory = SeriesMemory::default();
+        let r = with_series(&["custom.new"]);
+        let t0 = Instant::now();
+        let mut none = || Ok(Vec::new());
+        assert_eq!(ingest_or_retry(&mut fake, &mut none, &r, &mut memory, t0), Ok(true));
+        assert_eq!(ingest_or_retry(&mut fake, &mut none, &r, &mut memory, t0 + Duration::from_secs(10)), Ok(true));
+        let later = t0 + REFUSED_SERIES_RETRY + Duration::from_secs(1);
+        assert_eq!(ingest_or_retry(&mut fake, &mut none, &r, &mut memory, later), Ok(true));
+        assert_eq!(
+            offered,
+            vec![true, false, false, true, false],
+            "refused, retried without it; left out while refused; offered again after the retry time"
+        );
     }
 
     #[test]
@@ -959,7 +1027,7 @@ mod tests {
         };
         let r = with_series(&["custom.bad"]);
         assert_eq!(
-            ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &r, &mut BTreeSet::new()),
+            ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &r, &mut SeriesMemory::default(), Instant::now()),
             Ok(true)
         );
         assert_eq!(calls, 2, "retried once");
@@ -973,12 +1041,12 @@ mod tests {
             Err(db::Error::sql("54000", "cap"))
         };
         let host_only = with_series(&[]);
-        assert!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &host_only, &mut BTreeSet::new()).is_err());
+        assert!(ingest_or_retry(&mut fake, &mut || Ok(Vec::new()), &host_only, &mut SeriesMemory::default(), Instant::now()).is_err());
         let mut fake2 =
             |_: &Report| -> db::Result<bool> { Err(db::Error::sql("22008", "too old")) };
         let r = with_series(&["custom.x"]);
         assert_eq!(
-            ingest_or_retry(&mut fake2, &mut || Ok(Vec::new()), &r, &mut BTreeSet::new())
+            ingest_or_retry(&mut fake2, &mut || Ok(Vec::new()), &r, &mut SeriesMemory::default(), Instant::now())
                 .unwrap_err()
                 .sqlstate(),
             Some("22008")

@@ -102,6 +102,7 @@ ALTER TABLE secumon.metric_layouts ALTER COLUMN series_ids TYPE bigint[];
 -- the probe rules (docs/custom-series.md).
 ALTER TABLE secumon.metric_series ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX metric_series_name ON secumon.metric_series (metric_type, metric_name);
+CREATE INDEX metric_layouts_series_ids ON secumon.metric_layouts USING gin (series_ids);
 ALTER TABLE secumon.alert_rules ADD COLUMN series_labels jsonb NOT NULL DEFAULT '{}';
 INSERT INTO secumon.metric_catalog VALUES
     ('probe', 'up', 'gauge', 'boolean', 'Target answered as expected (1) or not (0)'),

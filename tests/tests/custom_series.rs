@@ -290,3 +290,26 @@ fn a_compressed_day_answers_for_custom_series_as_before() {
         "119"
     );
 }
+
+#[test]
+fn a_counter_in_every_other_report_is_rated_across_the_gaps() {
+    let cluster = Cluster::start();
+    let mut client = cluster.client();
+    client.batch_execute("SELECT secumon.register_agent('gap-1', 'gap-1')").unwrap();
+    // An input slower than the agent: its counter has a value in every other report only
+    // (the agent sends no value in between), 200 more every 40 s.
+    for i in 0..8i64 {
+        let value = if i % 2 == 0 { format!("{}", 100 + 100 * i) } else { "NULL".to_string() };
+        client
+            .batch_execute(&format!(
+                "SELECT secumon.ingest('gap-1', now() - interval '{} seconds', ARRAY['cpu.usage_percent', 'custom.jobs_total'],
+                                       ARRAY[1, {value}]::float8[])",
+                170 - 20 * i
+            ))
+            .unwrap();
+    }
+    let alerts = cluster.psql(
+        "SELECT agent_id, round(peak_value::numeric, 2) FROM secumon.test_rule('custom.jobs_total', 'gt', 1, '0', now() - interval '1 hour', now())",
+    );
+    assert_eq!(alerts, vec![vec![Some("gap-1".to_string()), Some("5.00".to_string())]], "one alert, at 5/s");
+}

@@ -140,7 +140,13 @@ fn an_agent_with_only_a_connection_and_a_token_enrolls_into_the_tokens_tenant() 
             "a secret in the server log"
         );
     }
-    cluster.client_as("secumon_agent_web01", &password);
+    // The enrolled login writes for its own agent only: another agent_id would land outside acme.
+    let mut own = cluster.client_as("secumon_agent_web01", &password);
+    let refused = own
+        .batch_execute("SELECT secumon.register_agent('web01-twin', 'h')")
+        .expect_err("an enrolled role registering another agent");
+    assert_eq!(refused.code().map(|c| c.code()), Some("42501"), "{refused}");
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.agents WHERE agent_id = 'web01-twin'"), "0");
 
     // The second run logs in with the saved login: no second use, labels kept.
     let before = cluster

@@ -82,6 +82,8 @@ pub const MAX_LABEL_NAME_LEN: usize = 100;
 pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
 /// Most labels on one series.
 pub const MAX_LABELS: usize = 32;
+/// Longest series key (name and labels), in bytes, as the database accepts it.
+pub const MAX_KEY_BYTES: usize = 4096;
 
 /// One value of one series, keyed as `secumon.ingest` takes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +227,10 @@ pub fn series_key<'a>(
         if !valid_label_name(k) {
             return Err(InvalidSeries(format!("invalid label name {k:?} on {name}")));
         }
+        if v.contains('\0') {
+            // PostgreSQL text cannot hold it: the whole report would be refused.
+            return Err(InvalidSeries(format!("label {k} of {name} contains a NUL character")));
+        }
         if v.len() > MAX_LABEL_VALUE_BYTES {
             return Err(InvalidSeries(format!(
                 "label {k} of {name} is longer than {MAX_LABEL_VALUE_BYTES} bytes"
@@ -264,6 +270,11 @@ pub fn series_key<'a>(
         }
         key.push('}');
     }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(InvalidSeries(format!(
+            "{name}: the series with its labels is longer than {MAX_KEY_BYTES} bytes"
+        )));
+    }
     Ok(key)
 }
 
@@ -295,6 +306,7 @@ mod tests {
         assert!(series_key("custom", "ok", [("a", "1"), ("a", "2")]).is_err());
         assert!(series_key("custom", &"x".repeat(201), []).is_err());
         assert!(series_key("custom", "app.http_requests_total", [("code", "500")]).is_ok());
+        assert!(series_key("custom", "ok", [("a", "x\0y")]).is_err());
     }
 
     #[test]

@@ -149,6 +149,11 @@ fn parse_labels<'a>(mut s: &'a str, labels: &mut Labels) -> Result<&'a str, Stri
                 Some((_, c)) => value.push(c),
             }
         };
+        // Checked before the repeat test, so a line of thousands of labels costs no more than
+        // MAX_LABELS of them.
+        if labels.len() >= super::MAX_LABELS {
+            return Err(format!("more than {} labels", super::MAX_LABELS));
+        }
         if labels.iter().any(|(k, _)| k == name) {
             return Err(format!("label {name} repeats"));
         }

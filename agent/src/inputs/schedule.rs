@@ -243,8 +243,8 @@ impl Inputs {
         }
     }
 
-    /// Stops the scheduler thread and kills the commands still running; other runs in
-    /// flight end by their own timeouts.
+    /// Stops the scheduler thread; runs in flight finish and still deliver their samples
+    /// (a stopping agent kills its commands: [`super::exec::kill_running`]).
     pub fn stop(&mut self) {
         if let Some((stop, handle)) = self.scheduler.take() {
             stop.store(true, Ordering::Relaxed);
@@ -253,7 +253,6 @@ impl Inputs {
                 log_error!("the inputs thread panicked");
             }
         }
-        super::exec::kill_running();
     }
 }
 

@@ -497,6 +497,7 @@ mod tests {
         ("_unescape_label", &["SELECT secumon._unescape_label('a\\\"b')"]),
         ("_layout_positions", &["SELECT * FROM secumon._layout_positions(ARRAY['cpu.usage_percent', 'cpu.context_switches'], false)"]),
         ("_counter_series", &["SELECT secumon._counter_series('custom', 'x_total')"]),
+        ("_is_counter", &["SELECT secumon._is_counter(NULL, 'custom', 'x_total')"]),
         ("create_enrollment_token", &["SELECT secumon.create_enrollment_token('globex')", "SELECT secumon.create_enrollment_token()"]),
         ("revoke_enrollment_token", &["SELECT secumon.revoke_enrollment_token('00000000-0000-4000-8000-000000000404')"]),
         ("latest_metrics", &["SELECT * FROM secumon.latest_metrics('tn-gx-1')"]),
