@@ -27,9 +27,11 @@ CREATE TABLE secumon.enrollment_tokens (
     expires_at timestamptz NOT NULL,
     max_uses   integer NOT NULL CHECK (max_uses > 0),
     uses       integer NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    agent_id   text
 );
 COMMENT ON TABLE secumon.enrollment_tokens IS 'Enrollment tokens for secumon.enroll(); only the SHA-256 of each token is stored. Create them with secumon.create_enrollment_token().';
+COMMENT ON COLUMN secumon.enrollment_tokens.agent_id IS 'Set: the token enrolls this agent_id only, and only such a token enrolls an agent that was enrolled before (a reinstalled host).';
 SELECT pg_catalog.pg_extension_config_dump('secumon.enrollment_tokens', '');
 
 -- One row per enrolled agent: the role enrollment created for it (so that only such a role is
@@ -52,6 +54,10 @@ SELECT pg_catalog.pg_extension_config_dump('secumon.enrollments', '');
 -- Helpers
 
 -- 256 random bits from the operating system (secumon._generate_jwt_key), URL-safe base64.
+-- Most agents enrollment registers in one tenant (each gets a cluster-wide login role).
+CREATE FUNCTION secumon._max_enrolled_agents_per_tenant() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 10000;
+
 CREATE FUNCTION secumon._random_secret() RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -142,7 +148,8 @@ CREATE TRIGGER agents_keep_enrolled_labels BEFORE INSERT OR UPDATE OF labels ON 
 -- Tokens
 
 CREATE FUNCTION secumon.create_enrollment_token(tenant_id text DEFAULT NULL, labels jsonb DEFAULT '{}',
-                                                valid_for interval DEFAULT '24 hours', max_uses integer DEFAULT 1)
+                                                valid_for interval DEFAULT '24 hours', max_uses integer DEFAULT 1,
+                                                agent_id text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -165,20 +172,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A token is valid from 1 minute to 366 days, e.g. ''24 hours'' (the default) or ''7 days''.';
     END IF;
-    IF max_uses IS NULL OR max_uses < 1 OR max_uses > 100000 THEN
+    IF max_uses IS NULL OR max_uses < 1 OR max_uses > secumon._max_enrolled_agents_per_tenant() THEN
         RAISE EXCEPTION 'invalid max_uses %', coalesce(max_uses::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A token enrolls 1 (the default) to 100000 agents.';
+                  HINT = format('A token enrolls 1 (the default) to %s agents.', secumon._max_enrolled_agents_per_tenant());
+    END IF;
+    IF create_enrollment_token.agent_id IS NOT NULL THEN
+        PERFORM secumon._check_agent_id(create_enrollment_token.agent_id);
+        IF max_uses <> 1 THEN
+            RAISE EXCEPTION 'a token for one agent enrolls it once (max_uses 1)' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
     token := 'smenroll_' || secumon._random_secret();
-    INSERT INTO secumon.enrollment_tokens AS e (tenant_id, labels, token_hash, created_by, expires_at, max_uses)
+    INSERT INTO secumon.enrollment_tokens AS e (tenant_id, labels, token_hash, created_by, expires_at, max_uses, agent_id)
     VALUES (tenant, create_enrollment_token.labels, sha256(convert_to(token, 'UTF8')),
             coalesce((SELECT u.username FROM secumon.users AS u WHERE u.id = secumon.current_user_id()), session_user),
-            now() + valid_for, create_enrollment_token.max_uses);
+            now() + valid_for, create_enrollment_token.max_uses, create_enrollment_token.agent_id);
     RETURN token;
 END
 $$;
-COMMENT ON FUNCTION secumon.create_enrollment_token(text, jsonb, interval, integer) IS 'Creates an enrollment token for a tenant (operators: any; SecuMon admins: their own) and returns it; it is shown only this once.';
+COMMENT ON FUNCTION secumon.create_enrollment_token(text, jsonb, interval, integer, text) IS 'Creates an enrollment token for a tenant (operators: any; SecuMon admins: their own) and returns it; it is shown only this once. With agent_id: for that agent only, the one kind of token that re-enrolls an enrolled agent.';
 
 CREATE FUNCTION secumon.revoke_enrollment_token(id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -224,6 +237,10 @@ BEGIN
                   HINT = 'Ask an administrator for a new token (secumon.create_enrollment_token()).';
     END IF;
     PERFORM secumon._check_agent_id(enroll.agent_id);
+    IF t.agent_id IS NOT NULL AND t.agent_id <> enroll.agent_id THEN
+        RAISE EXCEPTION 'this enrollment token is for agent "%"', t.agent_id
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Start the agent with that agent_id, or ask for a token for this one.';
+    END IF;
     PERFORM secumon._check_enrollment_labels(enroll.labels, 'labels');
     PERFORM secumon._check_jsonb(to_jsonb(ARRAY[enroll.hostname, enroll.os, enroll.agent_version]),
                                  'hostname, os and agent_version', secumon._max_labels_bytes());
@@ -241,6 +258,13 @@ BEGIN
     role_exists := EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r WHERE r.rolname = agent_role);
     -- Enrolling again (a reinstalled host) is allowed only for an agent that enrollment
     -- registered in this token's tenant, under the role it created for it.
+    -- A reinstalled host enrolls again only with a token made for it: any other token of the
+    -- tenant would give its login (and its data) to whoever holds that token.
+    IF agent.tenant_id IS NOT NULL AND t.agent_id IS DISTINCT FROM enroll.agent_id THEN
+        RAISE EXCEPTION 'agent "%" is enrolled already; enrolling it again needs a token made for it', enroll.agent_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An admin of its tenant runs SELECT secumon.create_enrollment_token(agent_id => %L).', enroll.agent_id);
+    END IF;
     IF agent.tenant_id IS NOT NULL
        AND NOT coalesce(agent.tenant_id = t.tenant_id AND agent.owner_role = agent_role AND role_exists
                         AND enrolled.agent_id = enroll.agent_id, false) THEN
@@ -258,6 +282,23 @@ BEGIN
                   HINT = 'Give the host another agent_id, or let an operator drop that role first.';
     END IF;
 
+    IF agent.tenant_id IS NULL
+       AND (SELECT count(*) FROM secumon.enrollments AS x WHERE x.tenant_id = t.tenant_id) >= secumon._max_enrolled_agents_per_tenant() THEN
+        RAISE EXCEPTION 'tenant "%" has % enrolled agents, the most enrollment registers', t.tenant_id, secumon._max_enrolled_agents_per_tenant()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'An operator removes agents that are gone (their enrollments and roles), or registers agents by hand (docs/install.md).';
+    END IF;
+    -- Only a plain agent login gets a new password: never a role that was given more since.
+    IF role_exists AND EXISTS (
+           SELECT FROM pg_catalog.pg_roles AS r
+            WHERE r.rolname = agent_role
+              AND (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+                   OR EXISTS (SELECT FROM pg_catalog.pg_auth_members AS m
+                               WHERE m.member = r.oid AND m.roleid <> 'secumon_agent'::regrole))) THEN
+        RAISE EXCEPTION 'role "%" has more than an agent''s rights; enrollment does not reset its password', agent_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'An operator resets it by hand, or gives the host another agent_id.';
+    END IF;
     secret := secumon._random_secret();
     IF NOT role_exists THEN
         -- What an operator left behind after dropping the role of an agent it removed.
@@ -306,11 +347,11 @@ SELECT secumon._enable_tenant_rls('secumon.enrollment_tokens', admin_only_write 
 SELECT secumon._enable_tenant_rls('secumon.enrollments', admin_only_write => true, admin_only_read => true);
 -- Not the digests: nobody needs them outside secumon.enroll().
 REVOKE ALL ON secumon.enrollment_tokens FROM secumon_web, secumon_reader;
-GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_uses, uses, revoked_at)
+GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_uses, uses, revoked_at, agent_id)
    ON secumon.enrollment_tokens TO secumon_web, secumon_admin;
 GRANT DELETE ON secumon.enrollment_tokens TO secumon_admin;
-GRANT SELECT ON secumon.enrollments TO secumon_admin;
-GRANT EXECUTE ON FUNCTION secumon.create_enrollment_token(text, jsonb, interval, integer),
+GRANT SELECT, UPDATE (labels) ON secumon.enrollments TO secumon_admin;
+GRANT EXECUTE ON FUNCTION secumon.create_enrollment_token(text, jsonb, interval, integer, text),
                           secumon.revoke_enrollment_token(uuid)
    TO secumon_web, secumon_admin;
 -- The enrolling role: one function, nothing else (its USAGE on the schema: sql/privileges.sql).

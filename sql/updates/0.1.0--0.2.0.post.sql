@@ -48,8 +48,8 @@ ON CONFLICT DO NOTHING;
 SELECT secumon._enable_tenant_rls('secumon.enrollment_tokens', admin_only_write => true, admin_only_read => true);
 SELECT secumon._enable_tenant_rls('secumon.enrollments', admin_only_write => true, admin_only_read => true);
 REVOKE ALL ON secumon.enrollment_tokens FROM secumon_web, secumon_reader, secumon_admin;
-GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_uses, uses, revoked_at)
+GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_uses, uses, revoked_at, agent_id)
    ON secumon.enrollment_tokens TO secumon_web, secumon_admin;
 GRANT DELETE ON secumon.enrollment_tokens TO secumon_admin;
 REVOKE ALL ON secumon.enrollments FROM secumon_admin;
-GRANT SELECT ON secumon.enrollments TO secumon_admin;
+GRANT SELECT, UPDATE (labels) ON secumon.enrollments TO secumon_admin;

@@ -133,7 +133,8 @@ CREATE TABLE secumon.enrollment_tokens (
     expires_at timestamptz NOT NULL,
     max_uses   integer NOT NULL CHECK (max_uses > 0),
     uses       integer NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    agent_id   text
 );
 SELECT pg_catalog.pg_extension_config_dump('secumon.enrollment_tokens', '');
 CREATE TABLE secumon.enrollments (

@@ -482,6 +482,9 @@ fn token_arguments_are_validated() {
         ("'acme', '{}', NULL", "22023"),
         ("'acme', '{}', '1 hour', 0", "22023"),
         ("'acme', '{}', '1 hour', NULL", "22023"),
+        ("'acme', '{}', '1 hour', 10001", "22023"),
+        ("'acme', '{}', '1 hour', 2, 'web-1'", "22023"),
+        ("'acme', '{}', '1 hour', 1, 'bad id'", "22023"),
     ] {
         assert_sqlstate(
             client
@@ -512,9 +515,24 @@ fn a_reinstalled_host_enrolls_again_and_other_tenants_cannot_take_its_agent_id()
         "role {role}"
     );
 
-    // Same tenant (a reinstall): same role, new password.
+    // Any other token of the tenant cannot take the enrolled agent over.
+    let other = acme_token(&cluster, "");
+    assert_sqlstate(
+        enroll_sql(&mut client, &other, "Web.01"),
+        "42501",
+        "re-enrolling with a token not made for the agent",
+    );
+    cluster.client_as(&role, &old_password);
+    // A token made for another agent enrolls that one only.
+    assert_sqlstate(
+        enroll_sql(&mut client, &acme_token(&cluster, ", agent_id => 'Web.02'"), "Web.01"),
+        "42501",
+        "a token made for another agent",
+    );
+
+    // A reinstall, with a token made for it: same role, new password.
     let (again, new_password) =
-        enroll_sql(&mut client, &acme_token(&cluster, ""), "Web.01").expect("enroll again");
+        enroll_sql(&mut client, &acme_token(&cluster, ", agent_id => 'Web.01'"), "Web.01").expect("enroll again");
     assert_eq!(again, role);
     assert_ne!(new_password, old_password);
     assert!(
