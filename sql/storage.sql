@@ -459,6 +459,23 @@ BEGIN
 END
 $$;
 
+-- Raises 54000 when a report's series are more than a report may carry (count, bytes).
+CREATE FUNCTION secumon._check_report_series(series text[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF cardinality(series) > secumon._max_series_per_report() THEN
+        RAISE EXCEPTION 'a report may carry at most % series, this one has %', secumon._max_series_per_report(), cardinality(series)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Send fewer series per report; per-filesystem and per-interface values go in disks and networks.';
+    END IF;
+    IF octet_length(array_to_string(series, ',')) > 1048576 THEN
+        RAISE EXCEPTION 'the series names of a report may take at most 1 MiB, these take %', pg_size_pretty(octet_length(array_to_string(series, ','))::bigint)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Drop labels with long values, or send fewer series per report.';
+    END IF;
+END
+$$;
+
 -- Raises 54000 when agent `agent_key` would store more than secumon.max_series_per_agent
 -- distinct series with the series of a layout it has not used before. Runs only then: once per
 -- new (agent, layout) pair.
@@ -471,6 +488,7 @@ BEGIN
     IF cardinality(series) <= 0 THEN
         RETURN;
     END IF;
+    PERFORM secumon._check_report_series(series);
     IF (SELECT count(*) FROM secumon._agent_layouts u WHERE u.agent_key = _check_series_cap.agent_key) >= 1000 THEN
         RAISE EXCEPTION 'agent "%" has stored reports with 1000 different sets of series, the most one agent may', agent_id
             USING ERRCODE = 'program_limit_exceeded',
@@ -508,16 +526,7 @@ BEGIN
     IF FOUND THEN
         RETURN id;
     END IF;
-    IF cardinality(_layout_id.series) > secumon._max_series_per_report() THEN
-        RAISE EXCEPTION 'a report may carry at most % series, this one has %', secumon._max_series_per_report(), cardinality(_layout_id.series)
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Send fewer series per report; per-filesystem and per-interface values go in disks and networks.';
-    END IF;
-    IF octet_length(array_to_string(_layout_id.series, ',')) > 1048576 THEN
-        RAISE EXCEPTION 'the series names of a report may take at most 1 MiB, these take %', pg_size_pretty(octet_length(array_to_string(_layout_id.series, ','))::bigint)
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Drop labels with long values, or send fewer series per report.';
-    END IF;
+    PERFORM secumon._check_report_series(_layout_id.series);
     SELECT p INTO bad FROM unnest(_layout_id.series) AS s CROSS JOIN LATERAL secumon._series_problem(s) AS p
      WHERE p IS NOT NULL LIMIT 1;
     IF FOUND THEN
