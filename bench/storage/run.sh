@@ -10,10 +10,13 @@
 # sample time + a few ms, as if sent on time. BIG_AGENTS=10000 more hosts send
 # 5 minutes of reports for the refresh-cost figure.
 #
-# References: TimescaleDB 2.28.3 measured on this machine (100 hosts x 10 metrics x 1 day at
-# 10 s = 8.6 M narrow rows): narrow heap rows 75 B/sample (170 B with an index), compression
-# 7.3 B/sample, a full continuous-aggregate refresh of the 8.6 M rows 5.8 s. The narrow-row
-# figures are also measured here, in this run, on one day of the same data.
+# References, measured in the same run on one day of the same data: narrow rows (time, agent,
+# type, name, value) in a plain table, and in a TimescaleDB 2.28.3 hypertable (installed by
+# ../shared/timescaledb/install.sh when it is beside this repository; without it these lines say
+# n/a): its heap and compressed bytes per sample (segmentby agent and series, orderby time
+# DESC), the time to compress the day, and a full refresh of a 5-minute continuous aggregate of
+# the day, checked against SecuMon's 5-minute rollups of the same day. Timescale's own jobs stay
+# off (timescaledb.max_background_workers = 0): the benchmark runs each step itself.
 #
 # Usage: bench/storage/run.sh
 # It builds a release package of the extension (cargo pgrx package; SKIP_PACKAGE=1 reuses
@@ -35,6 +38,11 @@ fi
 
 # A private PostgreSQL 15 tree (it finds its lib and share directories relative to its binaries)
 # holding this tree's release build of the extension.
+TS_INSTALL=../shared/timescaledb/install.sh
+TS=""
+if [ -f "$TS_INSTALL" ] && bash "$TS_INSTALL" >/dev/null; then
+    TS=1
+fi
 PKG=target/release/secumon-pg15
 if [ -z "${SKIP_PACKAGE:-}" ]; then
     (cd secumon_pg && cargo pgrx package --pg-config /usr/bin/pg_config >/dev/null 2>&1)
@@ -48,7 +56,11 @@ cp "$PKG"/usr/share/postgresql/15/extension/secumon* "$SNAP/usr/share/postgresql
 chmod -R a+rX "$SNAP"
 PG_BIN="$SNAP/usr/lib/postgresql/15/bin"
 
-bench_cluster_start "secumon.maintenance_interval = 3600" "max_parallel_workers_per_gather = 0" "checkpoint_timeout = '30min'"
+ts_conf=()
+[ -z "$TS" ] || ts_conf=("shared_preload_libraries = 'timescaledb,secumon'" "timescaledb.max_background_workers = 0"
+                         "timescaledb.telemetry_level = off")
+bench_cluster_start "secumon.maintenance_interval = 3600" "max_parallel_workers_per_gather = 0" "checkpoint_timeout = '30min'" \
+    "${ts_conf[@]}"
 [ -n "${BENCH_KEEP:-}" ] || trap 'bench_cluster_stop; rm -rf "$SNAP"' EXIT
 started=$SECONDS
 echo "SecuMon storage benchmark (PostgreSQL $(bench_psql -c 'SHOW server_version'), $(nproc) cores)"
@@ -148,6 +160,32 @@ CREATE INDEX ON bench_narrow (agent_id, metric_type, metric_name, time);
 INSERT INTO bench_result SELECT 'narrow_indexed_bps', pg_total_relation_size('bench_narrow')::float8 / (SELECT count(*) FROM bench_narrow);
 SQL
 narrow=$(q "SELECT round(value::numeric, 1) FROM bench_result WHERE what = 'narrow_heap_bps'")
+
+# ---- TimescaleDB, same day, same narrow rows: hypertable, continuous aggregate, compression
+ms_of() { local t=$(date +%s%N); bench_psql -q -c "$1" >/dev/null; echo $(( ($(date +%s%N) - t) / 1000000 )); }
+ts_heap="n/a"; ts_comp="n/a"; ts_refresh_ms="n/a"; ts_compress_ms="n/a"; ts_same="n/a"
+if [ -n "$TS" ]; then
+    bench_psql -q <<SQL
+CREATE EXTENSION timescaledb;
+CREATE TABLE bench_ts (time timestamptz NOT NULL, agent_id text NOT NULL, metric_type text NOT NULL, metric_name text NOT NULL, value float8);
+SELECT create_hypertable('bench_ts', by_range('time', interval '1 day'), create_default_indexes => false);
+INSERT INTO bench_ts SELECT * FROM bench_narrow ORDER BY time;
+CREATE INDEX ON bench_ts (agent_id, metric_type, metric_name, time);
+VACUUM ANALYZE bench_ts;
+CREATE MATERIALIZED VIEW bench_ts_5min WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS
+SELECT time_bucket('5 minutes', time, timestamptz '2000-01-01 00:00:00+00') AS bucket, agent_id, metric_type, metric_name,
+       avg(value) AS avg, min(value) AS min, max(value) AS max, count(*) AS count
+  FROM bench_ts GROUP BY 1, 2, 3, 4 WITH NO DATA;
+SQL
+    ts_heap=$(q "SELECT round(hypertable_size('bench_ts')::numeric / (SELECT count(*) FROM bench_ts), 1)")
+    day0=$(q "SELECT first_day + interval '1 day' FROM bench_setup")
+    day1=$(q "SELECT first_day + interval '2 days' FROM bench_setup")
+    ts_refresh_ms=$(ms_of "CALL refresh_continuous_aggregate('bench_ts_5min', '$day0', '$day1')")
+    bench_psql -q -c "ALTER TABLE bench_ts SET (timescaledb.compress, timescaledb.compress_segmentby = 'agent_id, metric_type, metric_name', timescaledb.compress_orderby = 'time DESC')"
+    ts_compress_ms=$(ms_of "SELECT compress_chunk(c) FROM show_chunks('bench_ts') c")
+    ts_comp=$(q "SELECT round(hypertable_size('bench_ts')::numeric / (SELECT count(*) FROM bench_narrow), 2)")
+    echo "TimescaleDB reference: one day in a hypertable, continuous aggregate refreshed in ${ts_refresh_ms} ms, compressed in ${ts_compress_ms} ms"
+fi
 narrow_ix=$(q "SELECT round(value::numeric, 1) FROM bench_result WHERE what = 'narrow_indexed_bps'")
 narrow_rows=$(q "SELECT count(*) FROM bench_narrow")
 echo "narrow reference: one day, $narrow_rows rows, built in $(( SECONDS - t0 )) s"
@@ -164,6 +202,12 @@ SELECT secumon.refresh_rollup('metrics_5min');
 SELECT secumon.refresh_rollup('metrics_1hour');
 SQL
 rollup_s=$(( SECONDS - t0 ))
+if [ -n "$TS" ]; then
+    ts_same=$(q "SELECT count(*) = (SELECT count(*) FROM bench_ts_5min)
+                        AND bool_and(abs(c.avg - m.avg) <= 1e-9 * greatest(1, abs(m.avg)) AND c.count = m.count)
+                   FROM bench_ts_5min c JOIN secumon.metrics_5min m
+                     ON m.bucket = c.bucket AND m.agent_id = c.agent_id AND m.metric_type = c.metric_type AND m.metric_name = c.metric_name")
+fi
 
 # A full re-materialisation of one day of 5-minute buckets (what a non-incremental refresh
 # would redo): the same 8.6 M samples as TimescaleDB's continuous-aggregate figure.
@@ -247,17 +291,19 @@ fmt "  the same from rollups (secumon.series)" "${rollup_ms} ms" "${raw_heap_ms}
 fmt "  raw rows after compressing days 8-$DAYS" "${raw_mixed_ms} ms" "${rollup_ms} ms rollup" "$(q "SELECT round($raw_mixed_ms / $rollup_ms)")x"
 fmt "  raw through the secumon.metrics view (agent_id, metric names)" "${view_heap_ms} ms" "${raw_heap_ms} ms raw" "$(q "SELECT round($view_heap_ms / $raw_heap_ms, 2)")x (target <= 1.5x)"
 fmt "  rollup answer equals raw answer (avg per hour)" "$same / $same_after" "" ""
-fmt "bytes/sample, narrow heap rows (one day, this run)" "$narrow B" "75 B TimescaleDB" ""
-fmt "bytes/sample, narrow rows + (agent,metric,time) index" "$narrow_ix B" "~170 B TimescaleDB" ""
+fmt "bytes/sample, narrow heap rows (one day, this run)" "$narrow B" "" ""
+fmt "bytes/sample, narrow rows + (agent,metric,time) index" "$narrow_ix B" "$ts_heap B TimescaleDB" ""
 fmt "bytes/sample, SecuMon raw (row per report + indexes)" "$heap_bps B" "$narrow_ix B narrow+index" "$(q "SELECT round($narrow_ix / $heap_bps, 1)")x smaller"
-fmt "bytes/sample, SecuMon compressed (chunk tables, all)" "$comp_bps B" "7.3 B TimescaleDB" "$(q "SELECT round(7.3 / $comp_bps, 1)")x smaller"
+ts_ratio=""; [ "$ts_comp" = "n/a" ] || ts_ratio="$(q "SELECT round($ts_comp / $comp_bps, 1)")x smaller"
+fmt "bytes/sample, SecuMon compressed (chunk tables, all)" "$comp_bps B" "$ts_comp B TimescaleDB" "$ts_ratio"
 fmt "  compressed payload only (sum of chunk lengths)" "$payload_bps B" "target <= 2 B" ""
 fmt "  compressed vs its heap partitions" "${smaller}% smaller" "target >= 90%" ""
 fmt "rollup refresh, 5 min x $BIG_AGENTS hosts ($(( big_samples / 1000 ))k samples)" "${refresh_ms} ms" "" ""
 fmt "  refresh with nothing new (late-row scan only)" "${idle_ms} ms" "" ""
-fmt "  full re-materialisation of one day, $AGENTS hosts ($(( day_samples / 100000 ))e5 samples)" "${full_day_ms} ms" "5800 ms TimescaleDB" "$(q "SELECT round(5800.0 / $full_day_ms, 1)")x faster"
+ts_ratio=""; [ "$ts_refresh_ms" = "n/a" ] || ts_ratio="$(q "SELECT round($ts_refresh_ms / $full_day_ms, 1)")x faster"
+fmt "  full re-materialisation of one day, $AGENTS hosts ($(( day_samples / 100000 ))e5 samples)" "${full_day_ms} ms" "$ts_refresh_ms ms TimescaleDB cagg" "$ts_ratio"
 fmt "  initial build of all rollups ($DAYS days)" "${rollup_s} s" "" ""
-fmt "compression job, one day of $AGENTS hosts (avg)" "${c_ms} ms" "" ""
+fmt "compression job, one day of $AGENTS hosts (avg)" "${c_ms} ms" "$ts_compress_ms ms TimescaleDB" ""
 fmt "  $compress_days days compressed in total" "${compress_s} s" "" ""
 fmt "retention job (dropping the oldest day)" "${ret_ms} ms" "" ""
 echo
@@ -265,4 +311,5 @@ echo "details: refresh: $refresh_result"
 echo "         idle refresh: $idle_result"
 echo "         refresh materialised $refresh_ok buckets of the $BIG_AGENTS hosts"
 echo "         retention: $ret"
+echo "         TimescaleDB's 5-minute aggregate equals SecuMon's rollup of the day (avg, count): $ts_same"
 echo "         load ${load_s} s, total $(( SECONDS - started )) s"
