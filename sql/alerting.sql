@@ -302,7 +302,9 @@ BEGIN
         PERFORM secumon._rule_error('metric_type and metric_name are required for a threshold rule');
     END IF;
     IF metric_type = 'custom' THEN
-        IF metric_name !~ '^[a-zA-Z_:][a-zA-Z0-9_:.]{0,199}$' THEN
+        -- The name as a series name has it (labels are chosen with series_labels).
+        IF (SELECT p.problem IS NOT NULL OR p.metric_name IS DISTINCT FROM _validate_rule.metric_name
+              FROM secumon._parse_series('custom.' || metric_name) AS p) IS NOT FALSE THEN
             PERFORM secumon._rule_error(format('invalid custom metric name %s', quote_literal(left(metric_name, 300))),
                                         'A custom metric is named like a Prometheus metric, e.g. app_queue_depth or app.http_requests_total; select labels with series_labels.');
         END IF;

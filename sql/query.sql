@@ -637,19 +637,15 @@ BEGIN
     IF within IS NULL OR within <= interval '0' THEN
         RAISE EXCEPTION 'within must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF agent_id IS NULL THEN
-        RETURN QUERY
-        SELECT ms.series, ms.metric_type, ms.metric_name, ms.labels,
-               CASE WHEN secumon._counter_series(ms.metric_type, ms.metric_name) THEN 'counter' ELSE 'gauge' END
-          FROM secumon.metric_series ms ORDER BY 1;
-        RETURN;
+    IF agent_id IS NOT NULL THEN
+        k := secumon._agent_key(agent_id);
     END IF;
-    k := secumon._agent_key(agent_id);
     RETURN QUERY
     SELECT ms.series, ms.metric_type, ms.metric_name, ms.labels,
            CASE WHEN secumon._counter_series(ms.metric_type, ms.metric_name) THEN 'counter' ELSE 'gauge' END
       FROM secumon.metric_series ms
-     WHERE ms.series_id IN (SELECT u.series_id
+     WHERE k IS NULL
+        OR ms.series_id IN (SELECT u.series_id
                               FROM secumon.metric_layouts l
                              CROSS JOIN LATERAL unnest(l.series_ids) AS u(series_id)
                              WHERE l.layout_id IN (SELECT DISTINCT s.layout_id FROM secumon.metric_samples s

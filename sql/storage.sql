@@ -589,7 +589,7 @@ DECLARE
     w record;
     layout integer;
     stored integer;
-    capped boolean := false;
+    new_pair boolean;
 BEGIN
     SELECT sw.oldest, sw.newest INTO w FROM secumon._sample_window() AS sw;
     IF secumon._in_sample_window("time", w.oldest, w.newest) IS NOT TRUE THEN
@@ -642,11 +642,15 @@ BEGIN
     SELECT l.layout_id INTO layout FROM secumon.metric_layouts l
      WHERE secumon._layout_key(l.series) = sha256(convert_to(array_to_string(ingest.series, ','), 'UTF8'))
        AND l.series = ingest.series;
-    IF NOT FOUND THEN
-        -- The cap first: a refused report takes no layout id.
+    -- A layout new to the agent (or new altogether) passes its series cap first: a refused report
+    -- takes no layout id.
+    new_pair := layout IS NULL
+                OR NOT EXISTS (SELECT FROM secumon._agent_layouts u WHERE u.agent_key = a.agent_key AND u.layout_id = layout);
+    IF new_pair THEN
         PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
+    END IF;
+    IF layout IS NULL THEN
         layout := secumon._layout_id(ingest.series);  -- checks the names, creates the layout
-        capped := true;
     END IF;
     INSERT INTO secumon.metric_samples (time, agent_key, layout_id, vals)
     VALUES (ingest."time", a.agent_key, layout, ingest.vals)
@@ -655,10 +659,7 @@ BEGIN
     IF stored = 0 THEN
         RETURN false;
     END IF;
-    IF NOT EXISTS (SELECT FROM secumon._agent_layouts u WHERE u.agent_key = a.agent_key AND u.layout_id = layout) THEN
-        IF NOT capped THEN
-            PERFORM secumon._check_series_cap(a.agent_key, agent_id, ingest.series);
-        END IF;
+    IF new_pair THEN
         PERFORM secumon._note_agent_layout(a.agent_key, layout);
     END IF;
 

@@ -205,13 +205,6 @@ pub fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Counter or gauge, from the name alone (the OpenMetrics suffixes).
-pub fn is_counter_name(name: &str) -> bool {
-    ["_total", "_count", "_sum", "_bucket"]
-        .iter()
-        .any(|suffix| name.ends_with(suffix))
-}
-
 /// The key of series `name` of type `metric_type` ("custom" or "probe") with `labels`:
 /// labels sorted by name, empty values dropped, values escaped as in Prometheus.
 pub fn series_key<'a>(
@@ -309,10 +302,4 @@ mod tests {
         assert!(series_key("custom", "ok", [("a", "x\0y")]).is_err());
     }
 
-    #[test]
-    fn counters_are_known_by_their_suffix() {
-        assert!(is_counter_name("http_requests_total"));
-        assert!(is_counter_name("latency_seconds_bucket"));
-        assert!(!is_counter_name("queue_depth"));
-    }
 }
