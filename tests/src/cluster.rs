@@ -483,11 +483,28 @@ impl Cluster {
     /// Waits until the scheduled job `name` succeeded in a run that started after this call
     /// (per `secumon.jobs.last_success`). Panics, showing the job row and the log, on timeout.
     pub fn wait_for_job_success(&self, name: &str, timeout: Duration) {
-        let mut client = self.client();
-        let since: std::time::SystemTime = client
+        let since = self.server_now();
+        self.wait_for_job_success_since(name, since, timeout);
+    }
+
+    /// Asks the workers to run job `name` now ([`Cluster::run_job_soon`]) and waits until it
+    /// succeeded in that run. The time is read before the request: a worker may finish the run
+    /// before a later reading would be taken.
+    pub fn run_job_and_wait(&self, name: &str, timeout: Duration) {
+        let since = self.server_now();
+        self.run_job_soon(name);
+        self.wait_for_job_success_since(name, since, timeout);
+    }
+
+    fn server_now(&self) -> std::time::SystemTime {
+        self.client()
             .query_one("SELECT now()", &[])
             .expect("expected SELECT now() to work")
-            .get(0);
+            .get(0)
+    }
+
+    fn wait_for_job_success_since(&self, name: &str, since: std::time::SystemTime, timeout: Duration) {
+        let mut client = self.client();
         let found = crate::wait_until(timeout, || {
             client
                 .query_opt(

@@ -611,8 +611,7 @@ fn health_lists_the_notifier_and_jobs_list_its_retention() {
         health["workers"].as_array().unwrap().iter().any(|w| w["name"] == "secumon notifier" && w["running"] == true)
     }));
     let started = Instant::now();
-    cluster.run_job_soon("notification_retention");
-    cluster.wait_for_job_success("notification_retention", Duration::from_secs(30));
+    cluster.run_job_and_wait("notification_retention", Duration::from_secs(30));
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(cluster.job("notification_retention")["worker"], "notifier");
 }

@@ -247,11 +247,9 @@ fn a_terminated_worker_is_started_again_and_its_restart_is_logged_once() {
     }
 
     // Workers that came back do their work.
-    cluster.run_job_soon("partition_upkeep");
-    cluster.wait_for_job_success("partition_upkeep", WAIT);
+    cluster.run_job_and_wait("partition_upkeep", WAIT);
     cluster.wait_for_job_success("alert_evaluation", WAIT);
-    cluster.run_job_soon("notification_retention");
-    cluster.wait_for_job_success("notification_retention", WAIT);
+    cluster.run_job_and_wait("notification_retention", WAIT);
 
     // Each termination was announced exactly once, not once per launcher pass.
     for name in WORKERS {
@@ -302,8 +300,7 @@ fn workers_do_not_depend_on_other_databases_coming_and_going() {
             wait_for_worker(&cluster, &mut client, name, Some(TEST_DATABASE));
         }
         // And the jobs keep succeeding.
-        cluster.run_job_soon("partition_upkeep");
-        cluster.wait_for_job_success("partition_upkeep", WAIT);
+        cluster.run_job_and_wait("partition_upkeep", WAIT);
         cluster.wait_for_job_success("alert_evaluation", WAIT);
     }
     let h = health(&mut client);

@@ -18,14 +18,9 @@ fn one(cluster: &Cluster, sql: &str) -> String {
     cluster.psql_one(sql)
 }
 
-fn run_job_and_wait(cluster: &Cluster, job: &str) {
-    cluster.run_job_soon(job);
-    cluster.wait_for_job_success(job, JOB_TIMEOUT);
-}
-
 /// Asks the worker to drain the default partitions now and waits until it did.
 fn wait_for_drain(cluster: &Cluster) {
-    run_job_and_wait(cluster, "partition_upkeep");
+    cluster.run_job_and_wait("partition_upkeep", JOB_TIMEOUT);
     let left = one(
         cluster,
         "SELECT (SELECT count(*) FROM secumon_partitions.metric_samples_default)
@@ -59,11 +54,11 @@ fn rollup_jobs_materialise_and_late_reports_fix_their_buckets() {
     let cluster = Cluster::start();
     // The rollup jobs run once with nothing to roll up: all of this arrives behind their
     // watermark, as a back-fill does.
-    run_job_and_wait(&cluster, "rollup_metrics_5min");
+    cluster.run_job_and_wait("rollup_metrics_5min", JOB_TIMEOUT);
     generate(&cluster, "e", 3, "now() - interval '3 hours'", "now()", "interval '10 seconds'");
     wait_for_drain(&cluster);
-    run_job_and_wait(&cluster, "rollup_metrics_5min");
-    run_job_and_wait(&cluster, "rollup_metrics_1hour");
+    cluster.run_job_and_wait("rollup_metrics_5min", JOB_TIMEOUT);
+    cluster.run_job_and_wait("rollup_metrics_1hour", JOB_TIMEOUT);
     let lag = one(&cluster, "SELECT now() - watermark < interval '8 minutes' FROM secumon.rollups WHERE rollup_name = 'metrics_5min'");
     assert_eq!(lag, "t", "expected the 5-minute watermark within refresh_lag + 5 min of now; {}", cluster.job("rollup_metrics_5min"));
     let materialised = one(&cluster, "SELECT count(*) FROM secumon.metric_rollup_5min");
@@ -87,8 +82,8 @@ fn rollup_jobs_materialise_and_late_reports_fix_their_buckets() {
         .with_series("cpu.usage_percent", Some(97.25))
         .ingest(&mut agent)
         .expect("expected the agent role to store a late report");
-    run_job_and_wait(&cluster, "rollup_metrics_5min");
-    run_job_and_wait(&cluster, "rollup_metrics_1hour");
+    cluster.run_job_and_wait("rollup_metrics_5min", JOB_TIMEOUT);
+    cluster.run_job_and_wait("rollup_metrics_1hour", JOB_TIMEOUT);
     let fixed = one(
         &cluster,
         &format!(
@@ -136,7 +131,7 @@ fn compression_job_keeps_every_answer_and_a_late_report_survives() {
 
     cluster.psql("UPDATE secumon.storage_policies SET compress_after = '1 day' WHERE kind = 'raw'");
     for table in PARTITIONED_TABLES {
-        run_job_and_wait(&cluster, &format!("compress_{table}"));
+        cluster.run_job_and_wait(&format!("compress_{table}"), JOB_TIMEOUT);
     }
     let compressed = one(&cluster, &format!("SELECT count(*) FROM secumon.partitions WHERE compressed AND range_start = {day}"));
     assert_eq!(compressed, "4", "expected the day of all four tables compressed; partitions: {:?}",
@@ -161,7 +156,7 @@ fn compression_job_keeps_every_answer_and_a_late_report_survives() {
     assert!(stored);
     let replay = Report::sample("replayer", &late).ingest(&mut agent).expect("expected a replay to succeed");
     assert!(!replay, "expected a replay of the same report to store nothing");
-    run_job_and_wait(&cluster, "compress_metric_samples");
+    cluster.run_job_and_wait("compress_metric_samples", JOB_TIMEOUT);
     let kept = one(&cluster, &format!(
         "SELECT count(*) || '/' || (SELECT compressed FROM secumon.partitions WHERE table_name = 'metric_samples' AND range_start = {day})
            FROM secumon.metrics WHERE agent_id = 'replayer' AND time = '{late}'"
@@ -175,7 +170,7 @@ fn retention_job_drops_expired_days_once_rollups_have_them() {
     let cluster = Cluster::start();
     cluster.psql("UPDATE secumon.rollups SET late_margin = '0'");
     // A refresh before the data arrives, so that the data is late for the rollups.
-    run_job_and_wait(&cluster, "rollup_metrics_5min");
+    cluster.run_job_and_wait("rollup_metrics_5min", JOB_TIMEOUT);
     // Each hour within one UTC day, whatever the time of day the test runs.
     generate(&cluster, "r", 1, "date_trunc('day', now()) - interval '40 days' + interval '1 hour'", "date_trunc('day', now()) - interval '40 days' + interval '2 hours'", "interval '5 minutes'");
     generate(&cluster, "r", 1, "date_trunc('day', now()) - interval '20 days' + interval '1 hour'", "date_trunc('day', now()) - interval '20 days' + interval '2 hours'", "interval '5 minutes'");
@@ -184,12 +179,12 @@ fn retention_job_drops_expired_days_once_rollups_have_them() {
     assert_eq!(old_days(), "2");
 
     // Both days arrived after the last refresh: the 40-day-old one is expired but not rolled up.
-    run_job_and_wait(&cluster, "retention_metric_samples");
+    cluster.run_job_and_wait("retention_metric_samples", JOB_TIMEOUT);
     assert_eq!(old_days(), "2", "expected retention to keep a day the rollups have not seen; {}", cluster.job("retention_metric_samples"));
     assert!(cluster.job("retention_metric_samples")["last_result"].as_str().unwrap_or("").contains("kept"));
 
-    run_job_and_wait(&cluster, "rollup_metrics_5min");
-    run_job_and_wait(&cluster, "retention_metric_samples");
+    cluster.run_job_and_wait("rollup_metrics_5min", JOB_TIMEOUT);
+    cluster.run_job_and_wait("retention_metric_samples", JOB_TIMEOUT);
     assert_eq!(old_days(), "1", "expected only the 40-day-old day dropped; {}", cluster.job("retention_metric_samples"));
     let rolled = one(&cluster, "SELECT count(*) FROM secumon.metrics_5min WHERE agent_id = 'r1' AND bucket < now() - interval '30 days'");
     assert_ne!(rolled, "0", "expected the 5-minute rollups of the dropped day to stay");
