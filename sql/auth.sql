@@ -598,6 +598,14 @@ BEGIN
 END
 $$;
 
+-- Whether row-level security lets the current role through without any policy, as it does for
+-- a superuser, a role with BYPASSRLS, and (by policy secumon_operator) secumon_admin's members.
+-- The views of the timescaledb backend filter with it where the plain tables have policies.
+CREATE FUNCTION secumon._rls_bypassed() RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+RETURN coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user), false)
+    OR pg_has_role(current_user, 'secumon_admin', 'USAGE');
+
 -- The helper for tables whose rows belong to an agent (metrics, rollups): a row is visible when
 -- its agent (by agent_id or agent_key) belongs to the session's tenant — a hash lookup per row
 -- (secumon._agent_key_visible / _agent_id_visible), which keeps the superuser's plans (index scans per agent).
@@ -608,6 +616,17 @@ BEGIN
     IF agent_column NOT IN ('agent_id', 'agent_key') THEN
         RAISE EXCEPTION 'agent_column must be agent_id or agent_key, not %', quote_ident(agent_column)
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) = 'v' THEN
+        -- The timescaledb backend (sql/schema.sql): the view of the hypertable filters as the
+        -- policies below do. It reads as its owner, so no client needs any right on the
+        -- hypertable or its chunks; security_barrier keeps a caller's functions from seeing
+        -- rows before the filter has run.
+        EXECUTE format('CREATE OR REPLACE VIEW %s WITH (security_barrier = true) AS SELECT * FROM secumon_partitions.%I '
+                       'WHERE (SELECT secumon._rls_open() OR secumon._rls_bypassed()) OR secumon.%I(%I)',
+                       tbl, (SELECT c.relname FROM pg_class c WHERE c.oid = tbl), '_' || agent_column || '_visible', agent_column);
+        EXECUTE format('GRANT SELECT ON %s TO secumon_web, secumon_reader', tbl);
+        RETURN;
     END IF;
     PERFORM secumon._rls_prepare(tbl);
     EXECUTE format('CREATE POLICY secumon_agent_tenant ON %s USING ((SELECT secumon._rls_open()) OR secumon.%I(%I)) '

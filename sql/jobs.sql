@@ -151,6 +151,31 @@ BEGIN
 END
 $served$;
 
+-- The storage part of secumon.health(): the backend of each relation (docs/timescaledb.md).
+CREATE FUNCTION secumon._storage_health() RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+WITH ts AS (SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS version,
+                   secumon._timescaledb_license() AS license,
+                   secumon._storage_backend('metric_samples') AS backend)
+SELECT jsonb_build_object(
+    'backend', ts.backend,
+    'timescaledb_version', ts.version,
+    'timescaledb_license', CASE WHEN ts.version IS NOT NULL THEN ts.license END,
+    'relations', (SELECT jsonb_object_agg(sp.table_name, jsonb_build_object(
+                         'backend', CASE WHEN sp.kind = 'raw' THEN secumon._storage_backend(sp.table_name) ELSE 'partitions' END,
+                         'compression', CASE WHEN sp.kind = 'rollup' OR sp.compress_after IS NULL THEN 'none'
+                                             WHEN secumon._storage_backend(sp.table_name) = 'partitions' THEN 'secumon'
+                                             WHEN ts.license = 'timescale' THEN 'timescaledb'
+                                             ELSE 'none (TimescaleDB Apache license)' END,
+                         'retention', sp.retention) ORDER BY sp.table_name)
+                    FROM secumon.storage_policies sp),
+    'warning', CASE WHEN ts.version IS NOT NULL AND ts.backend = 'partitions' THEN
+                        'timescaledb is installed in this database, but SecuMon''s tables were created without it and stay on the partitions backend (docs/timescaledb.md)'
+                    WHEN ts.backend = 'timescaledb' AND ts.license <> 'timescale' THEN
+                        format('TimescaleDB runs under the %s license: chunks are not compressed', ts.license) END)
+  FROM ts
+$$;
+
 CREATE FUNCTION secumon.health() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 SELECT jsonb_build_object(
@@ -183,7 +208,8 @@ SELECT jsonb_build_object(
         'agents_seen_last_5_min', (SELECT count(*) FROM secumon.agents WHERE last_seen > now() - interval '5 minutes'),
         'last_sample', (SELECT max(last_seen) FROM secumon.agents),
         'freshness_seconds', (SELECT round(extract(epoch FROM now() - max(last_seen))::numeric, 1) FROM secumon.agents),
-        'rows_in_default_partitions', (SELECT coalesce(sum(rows_estimate), 0) FROM secumon.partitions WHERE is_default))
+        'rows_in_default_partitions', (SELECT coalesce(sum(rows_estimate), 0) FROM secumon.partitions WHERE is_default)),
+    'storage', secumon._storage_health()
 )
 $$;
 COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, jobs and data freshness as JSON.';

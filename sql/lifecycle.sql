@@ -312,11 +312,11 @@ BEGIN
         EXECUTE format('SELECT min(time) FROM secumon_partitions.%I WHERE time >= $1', physical || '_default')
            INTO in_default USING after;
     END IF;
-    FOR p IN SELECT pt.partition_name, pt.range_start FROM secumon.partitions pt
+    FOR p IN SELECT pt.partition, pt.range_start FROM secumon.partitions pt
               WHERE pt.table_name = physical AND NOT pt.is_default AND pt.range_end > after
               ORDER BY pt.range_start LOOP
         EXIT WHEN in_default IS NOT NULL AND p.range_start >= in_default;
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM secumon_partitions.%I)', p.partition_name) INTO has_rows;
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', p.partition) INTO has_rows;
         IF has_rows THEN
             RETURN least(greatest(p.range_start, after), in_default);
         END IF;
@@ -665,16 +665,37 @@ BEGIN
     IF part IS NULL THEN
         RAISE EXCEPTION 'partition must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT pt.* INTO p FROM secumon.partitions pt
-      JOIN pg_class c ON c.relname = pt.partition_name
-      JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'secumon_partitions'
-     WHERE c.oid = part;
+    SELECT pt.* INTO p FROM secumon.partitions pt WHERE pt.partition = part;
     IF NOT FOUND OR p.is_default OR (secumon._compression_layout(p.table_name)).group_column IS NULL THEN
         RAISE EXCEPTION '% is not a daily partition of metric_samples, disk_metrics, network_metrics or process_metrics', part
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'SELECT partition_name FROM secumon.partitions WHERE NOT is_default lists them.';
     END IF;
     RETURN p;
+END
+$$;
+
+-- Compresses (or decompresses) chunk `p` of a hypertable of the timescaledb backend with
+-- TimescaleDB's columnstore. Rows may still arrive for a compressed chunk: TimescaleDB takes
+-- them (and secumon.ingest's duplicate check) without decompressing it.
+CREATE FUNCTION secumon._compress_chunk(p secumon.partitions, compress boolean) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    before bigint := p.total_bytes;
+    started timestamptz := clock_timestamp();
+BEGIN
+    IF secumon._timescaledb_license() <> 'timescale' THEN
+        RAISE EXCEPTION 'cannot % %: TimescaleDB compression needs the Timescale license', CASE WHEN compress THEN 'compress' ELSE 'decompress' END, p.partition
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('timescaledb.license is %s.', secumon._timescaledb_license()),
+                  HINT = 'Set timescaledb.license = ''timescale'' in postgresql.conf, or keep the chunks uncompressed.';
+    END IF;
+    PERFORM secumon._bound_lock_wait();
+    EXECUTE format('SELECT %I.%I(%L::regclass)', secumon._timescaledb_schema(),
+                   CASE WHEN compress THEN 'compress_chunk' ELSE 'decompress_chunk' END, p.partition);
+    RETURN format('%s %s: %s -> %s bytes in %s', CASE WHEN compress THEN 'compressed' ELSE 'decompressed' END, p.partition, before,
+                  (SELECT pt.total_bytes FROM secumon.partitions pt WHERE pt.partition = p.partition),
+                  date_trunc('millisecond', clock_timestamp() - started));
 END
 $$;
 
@@ -701,6 +722,9 @@ BEGIN
     IF p.range_end > now() THEN
         RAISE EXCEPTION 'cannot compress %: its day has not ended', partition USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Compression applies to past days; see secumon.storage_policies.compress_after.';
+    END IF;
+    IF secumon._storage_backend(p.table_name) = 'timescaledb' THEN
+        RETURN secumon._compress_chunk(p, true);
     END IF;
     PERFORM secumon._bound_lock_wait();
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', partition);
@@ -767,8 +791,14 @@ BEGIN
     -- One decompression of a day at a time; the second caller finds it done.
     PERFORM pg_advisory_xact_lock(hashtext('secumon.decompress'), hashtext(p.partition_name));
     SELECT pt.* INTO p FROM secumon.partitions pt WHERE pt.partition_name = p.partition_name AND pt.table_name = p.table_name;
+    IF NOT p.compressed THEN
+        RAISE EXCEPTION '% is not compressed', partition USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF secumon._storage_backend(p.table_name) = 'timescaledb' THEN
+        RETURN secumon._compress_chunk(p, false);
+    END IF;
     SELECT * INTO c FROM secumon.compressed_partitions cp WHERE cp.partition_name = p.partition_name;
-    IF NOT p.compressed OR NOT FOUND THEN
+    IF NOT FOUND THEN
         RAISE EXCEPTION '% is not compressed', partition USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     tmp := p.partition_name || '_restore';
@@ -825,11 +855,18 @@ BEGIN
     IF after IS NULL THEN
         RETURN format('%s: compression disabled (storage_policies.compress_after is NULL)', table_name);
     END IF;
-    FOR p IN SELECT pt.partition_name FROM secumon.partitions pt
+    IF secumon._storage_backend(table_name) = 'timescaledb' AND secumon._timescaledb_license() <> 'timescale' THEN
+        RETURN format('%s: not compressed: compression needs the Timescale license (timescaledb.license is %s)',
+                      table_name, secumon._timescaledb_license());
+    END IF;
+    -- A day's partition per run on the partitions backend (see above); TimescaleDB compresses a
+    -- chunk without locking the hypertable, so every chunk due.
+    FOR p IN SELECT pt.partition FROM secumon.partitions pt
               WHERE pt.table_name = _compress_due.table_name AND NOT pt.is_default AND NOT pt.compressed
                 AND pt.range_end <= now() - after
-              ORDER BY pt.range_start LIMIT 1 LOOP
-        last := secumon.compress_partition(format('secumon_partitions.%I', p.partition_name)::regclass);
+              ORDER BY pt.range_start
+              LIMIT CASE secumon._storage_backend(_compress_due.table_name) WHEN 'partitions' THEN 1 END LOOP
+        last := secumon.compress_partition(p.partition);
         done := done + 1;
     END LOOP;
     RETURN format('%s: %s days compressed%s', table_name, done, coalesce(' (last ' || last || ')', ''));
@@ -866,7 +903,7 @@ BEGIN
             RETURN format('%s has buckets of it to re-materialise', r.rollup_name);
         END IF;
         IF r.source_table IN ('metric_samples', 'disk_metrics', 'network_metrics') THEN
-            EXECUTE format('SELECT EXISTS (SELECT 1 FROM secumon_partitions.%I WHERE ingested_at >= $1)', p.partition_name)
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE ingested_at >= $1)', p.partition)
                INTO pending USING coalesce(r.ingest_mark - r.late_margin, '-infinity');
             IF pending THEN
                 RETURN format('%s has not seen its late rows yet', r.rollup_name);
@@ -906,7 +943,11 @@ BEGIN
             -- Later days cannot be dropped before this one: the horizon must stay contiguous.
             EXIT;
         END IF;
-        IF p.compressed THEN
+        IF secumon._storage_backend(physical) = 'timescaledb' THEN
+            -- Exactly this chunk; TimescaleDB drops its compressed data with it.
+            EXECUTE format('SELECT %1$I.drop_chunks(%2$L::regclass, older_than => %3$L::timestamptz, newer_than => %4$L::timestamptz)',
+                           secumon._timescaledb_schema(), format('secumon_partitions.%I', physical), p.range_end, p.range_start);
+        ELSIF p.compressed THEN
             EXECUTE format('DROP FOREIGN TABLE secumon_partitions.%I', p.partition_name);
             EXECUTE format('DROP TABLE IF EXISTS secumon_partitions.%I',
                            (SELECT cp.chunk_table FROM secumon.compressed_partitions cp WHERE cp.partition_name = p.partition_name));

@@ -58,7 +58,7 @@ GRANT USAGE ON SCHEMA secumon TO secumon_web;
 -- The enrolling role (sql/enroll.sql) executes secumon.enroll() only.
 GRANT USAGE ON SCHEMA secumon TO secumon_enroll;
 GRANT EXECUTE ON FUNCTION secumon.current_user_id(), secumon.current_tenant(), secumon.current_role(),
-                          secumon._rls_open(), secumon._rls_may_write(boolean),
+                          secumon._rls_open(), secumon._rls_bypassed(), secumon._rls_may_write(boolean),
                           secumon._agent_key_visible(integer), secumon._agent_id_visible(text)
    TO PUBLIC;
 GRANT EXECUTE ON FUNCTION secumon.login(text, text, inet), secumon.refresh(text, inet), secumon.logout(text),

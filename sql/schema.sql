@@ -132,19 +132,66 @@ COMMENT ON TABLE secumon.metric_layouts IS 'Ordered series names ("cpu.usage_per
 SELECT pg_catalog.pg_extension_config_dump('secumon.metric_layouts', '');
 SELECT pg_catalog.pg_extension_config_dump('secumon.metric_layouts_layout_id_seq', '');
 
+-- The metric tables have two storage backends, chosen when the extension is created:
+--  * partitions (plain PostgreSQL): secumon.<table> is a table partitioned by UTC day, its
+--    partitions created in secumon_partitions by the maintenance worker (sql/storage.sql);
+--  * timescaledb, when the timescaledb extension is in the database: secumon_partitions.<table>
+--    is a hypertable (chunks made by TimescaleDB, compressed by its columnstore), and
+--    secumon.<table> a view of it that applies the tenant filter row-level security applies on
+--    the plain backend (TimescaleDB refuses row-level security on a compressed hypertable, and
+--    does not carry it to chunks). Reference: docs/timescaledb.md.
+-- Every function reads and writes secumon.<table>, which has the same columns on both.
+
+-- The schema of the timescaledb extension in this database, or NULL without it.
+CREATE FUNCTION secumon._timescaledb_schema() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb');
+
+-- The backend of raw metric table `table_name` (metric_samples, disk_metrics, network_metrics,
+-- process_metrics): 'timescaledb' when secumon.<table_name> is a view of a hypertable, else
+-- 'partitions'.
+CREATE FUNCTION secumon._storage_backend(table_name text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN (SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'secumon' AND c.relname = table_name) = 'v'
+            THEN 'timescaledb' ELSE 'partitions' END;
+
+-- Creates raw metric table secumon.<table_name> with `columns` on the backend this database
+-- gets (see above). Indexes, hypertables and tenancy come later: secumon._create_raw_indexes,
+-- secumon._make_hypertables, secumon._enable_agent_rls.
+CREATE FUNCTION secumon._create_raw_table(table_name text, columns text, description text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secumon._timescaledb_schema() IS NULL THEN
+        EXECUTE format('CREATE TABLE secumon.%I (%s) PARTITION BY RANGE (time)', table_name, columns);
+        EXECUTE format('COMMENT ON TABLE secumon.%I IS %L', table_name, description);
+        -- Rows that fall outside every daily partition land here and are moved out by the
+        -- partition_upkeep job. (ingest() refuses times outside the accepted window around
+        -- now: secumon._check_sample_time.)
+        EXECUTE format('CREATE TABLE secumon_partitions.%I PARTITION OF secumon.%I DEFAULT', table_name || '_default', table_name);
+        PERFORM pg_catalog.pg_extension_config_dump(format('secumon_partitions.%I', table_name || '_default')::regclass, '');
+    ELSE
+        EXECUTE format('CREATE TABLE secumon_partitions.%I (%s)', table_name, columns);
+        EXECUTE format('COMMENT ON TABLE secumon_partitions.%I IS %L', table_name,
+                       format('TimescaleDB hypertable behind secumon.%I.', table_name));
+        EXECUTE format('CREATE VIEW secumon.%I AS SELECT * FROM secumon_partitions.%I', table_name, table_name);
+        EXECUTE format('COMMENT ON VIEW secumon.%I IS %L', table_name, description);
+    END IF;
+END
+$$;
+
 -- CPU, memory and system samples: one row per report.
-CREATE TABLE secumon.metric_samples (
+SELECT secumon._create_raw_table('metric_samples', $columns$
     time      timestamptz NOT NULL,
     agent_key integer NOT NULL,
     layout_id integer NOT NULL,
     vals      float8[] NOT NULL,
     ingested_at timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (time);
--- Its indexes (and those of every other partitioned table here) are created on each partition,
--- never on the parent: see secumon._partition_indexes in sql/storage.sql.
-COMMENT ON TABLE secumon.metric_samples IS 'Physical storage behind secumon.metrics: one row per agent report, values ordered as in metric_layouts.';
+$columns$, 'Physical storage behind secumon.metrics: one row per agent report, values ordered as in metric_layouts.');
+-- Its indexes (and those of every other raw table here) are created on each partition, never
+-- on the parent: see secumon._partition_indexes in sql/storage.sql.
 
-CREATE TABLE secumon.disk_metrics (
+SELECT secumon._create_raw_table('disk_metrics', $columns$
     time                 timestamptz NOT NULL,
     agent_id             text NOT NULL,
     device               text NOT NULL,
@@ -162,9 +209,9 @@ CREATE TABLE secumon.disk_metrics (
     read_ops             bigint,
     write_ops            bigint,
     ingested_at          timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (time);
+$columns$, 'Disk usage and I/O counters, one row per agent, mount point and report.');
 
-CREATE TABLE secumon.network_metrics (
+SELECT secumon._create_raw_table('network_metrics', $columns$
     time         timestamptz NOT NULL,
     agent_id     text NOT NULL,
     interface    text NOT NULL,
@@ -177,9 +224,9 @@ CREATE TABLE secumon.network_metrics (
     drops_in     bigint,
     drops_out    bigint,
     ingested_at  timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (time);
+$columns$, 'Network interface counters, one row per agent, interface and report.');
 
-CREATE TABLE secumon.process_metrics (
+SELECT secumon._create_raw_table('process_metrics', $columns$
     time           timestamptz NOT NULL,
     agent_id       text NOT NULL,
     pid            integer NOT NULL,
@@ -190,19 +237,7 @@ CREATE TABLE secumon.process_metrics (
     memory_bytes   bigint,
     memory_percent float8,
     status         text
-) PARTITION BY RANGE (time);
-
--- Rows that fall outside every daily partition land here and are moved out by the
--- partition_upkeep job. (ingest() refuses times outside the accepted window around now:
--- secumon._check_sample_time.)
-CREATE TABLE secumon_partitions.metric_samples_default PARTITION OF secumon.metric_samples DEFAULT;
-CREATE TABLE secumon_partitions.disk_metrics_default PARTITION OF secumon.disk_metrics DEFAULT;
-CREATE TABLE secumon_partitions.network_metrics_default PARTITION OF secumon.network_metrics DEFAULT;
-CREATE TABLE secumon_partitions.process_metrics_default PARTITION OF secumon.process_metrics DEFAULT;
-SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.metric_samples_default', '');
-SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.disk_metrics_default', '');
-SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.network_metrics_default', '');
-SELECT pg_catalog.pg_extension_config_dump('secumon_partitions.process_metrics_default', '');
+$columns$, 'The top processes of each agent, one row per process and report.');
 
 -- Per-relation lifecycle settings: raw tables (partitioned by the maintenance worker) and the
 -- rollups of sql/lifecycle.sql. Retention and compression are applied by the jobs there.

@@ -66,8 +66,52 @@ BEGIN
 END
 $$;
 
-SELECT secumon._create_partition_indexes(t, t || '_default')
+-- On the partitions backend, the default partitions get theirs here and each day its own
+-- (secumon._ensure_partition); on the timescaledb backend the hypertable gets them, and
+-- TimescaleDB gives each chunk the same. Created whatever the restore mode: a restored
+-- hypertable's new chunks take their indexes from it.
+SELECT secumon._create_partition_indexes(t, CASE secumon._storage_backend(t) WHEN 'partitions' THEN t || '_default' ELSE t END)
   FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t;
+
+-- The license of the TimescaleDB library this session loaded: 'timescale' (compression
+-- available) or 'apache' (hypertables only); 'apache' when it cannot be told.
+CREATE FUNCTION secumon._timescaledb_license() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN coalesce(current_setting('timescaledb.license', true), 'apache');
+
+-- How TimescaleDB compresses each raw table: a segment per agent and series-identifying
+-- columns, rows newest first.
+CREATE FUNCTION secumon._timescaledb_segment_by(table_name text) RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN (SELECT v.s FROM (VALUES ('metric_samples', 'agent_key'), ('disk_metrics', 'agent_id, mountpoint, device'),
+                                ('network_metrics', 'agent_id, interface'), ('process_metrics', 'agent_id')) AS v(t, s)
+         WHERE v.t = table_name);
+
+-- The timescaledb backend: turns secumon_partitions.<table> into hypertables of one-day chunks
+-- (set_chunk_time_interval() changes that), compressed by TimescaleDB's columnstore where the
+-- license allows it. Does nothing while pg_restore restores a TimescaleDB dump
+-- (timescaledb.restoring = on): the dump brings TimescaleDB's own catalog with it.
+CREATE FUNCTION secumon._make_hypertables() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ts name := secumon._timescaledb_schema();
+    t text;
+BEGIN
+    IF ts IS NULL OR coalesce(current_setting('timescaledb.restoring', true), 'off') = 'on' THEN
+        RETURN;
+    END IF;
+    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+        CONTINUE WHEN secumon._storage_backend(t) <> 'timescaledb';
+        EXECUTE format('SELECT %1$I.create_hypertable(%2$L::regclass, %1$I.by_range(''time'', interval ''1 day''), create_default_indexes => false)',
+                       ts, format('secumon_partitions.%I', t));
+        IF secumon._timescaledb_license() = 'timescale' THEN
+            EXECUTE format('ALTER TABLE secumon_partitions.%I SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
+                           'timescaledb.compress_orderby = ''time DESC'')', t, secumon._timescaledb_segment_by(t));
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT secumon._make_hypertables();
 
 -- Creates the daily partition of secumon.<table_name> holding `day`, unless it exists.
 -- Callers hold the default partition's lock (see _partition_upkeep), so no row for that day can
@@ -190,7 +234,8 @@ DECLARE
     left_outside bigint := 0;
 BEGIN
     -- Same order as secumon.ingest() writes the tables, so lock waits can never form a cycle.
-    FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp WHERE sp.kind = 'raw'
+    FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp
+              WHERE sp.kind = 'raw' AND secumon._storage_backend(sp.table_name) = 'partitions'
               ORDER BY array_position(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'],
                                       sp.table_name) NULLS LAST, sp.table_name LOOP
         r := secumon._partition_upkeep_table(p.table_name, p.premake_days);
@@ -218,6 +263,36 @@ BEGIN
 END
 $$;
 
+-- The chunks of the hypertables of the timescaledb backend, as rows of secumon.partitions.
+-- A chunk that took rows after its compression (status bit 8, "partial") counts as not
+-- compressed, so that the compression job compresses it again. SECURITY DEFINER: sizes, as
+-- the plain view shows them for partitions.
+CREATE FUNCTION secumon._hypertable_chunks()
+RETURNS TABLE (table_name text, partition_name text, range_start timestamptz, range_end timestamptz, is_default boolean,
+               rows_estimate bigint, total_bytes bigint, compressed boolean, partition regclass)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ts name := secumon._timescaledb_schema();
+BEGIN
+    IF ts IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t
+                                  WHERE secumon._storage_backend(t) = 'timescaledb') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT c.hypertable_name::text, c.chunk_name::text, c.range_start, c.range_end, false,
+               CASE WHEN c.is_compressed THEN coalesce(cs.numrows_pre_compression, 0)
+                    ELSE greatest(pc.reltuples, 0)::bigint END,
+               sz.total_bytes, c.is_compressed AND ch.status & 8 = 0, pc.oid::regclass
+          FROM timescaledb_information.chunks c
+          JOIN pg_class pc ON pc.relname = c.chunk_name AND pc.relnamespace = c.chunk_schema::regnamespace
+          LEFT JOIN _timescaledb_catalog.chunk ch ON ch.schema_name = c.chunk_schema AND ch.table_name = c.chunk_name
+          LEFT JOIN _timescaledb_catalog.compression_chunk_size cs ON cs.chunk_id = ch.id
+          LEFT JOIN LATERAL %I.chunks_detailed_size(format('%%I.%%I', c.hypertable_schema, c.hypertable_name)::regclass) sz
+                 ON sz.chunk_schema = c.chunk_schema AND sz.chunk_name = c.chunk_name
+         WHERE c.hypertable_schema = 'secumon_partitions'$q$, ts);
+END
+$$;
+
 CREATE VIEW secumon.partitions AS
 SELECT parent.relname::text                                   AS table_name,
        child.relname::text                                    AS partition_name,
@@ -230,13 +305,16 @@ SELECT parent.relname::text                                   AS table_name,
        pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' AS is_default,
        greatest(child.reltuples, 0)::bigint                   AS rows_estimate,
        pg_total_relation_size(child.oid)                      AS total_bytes,
-       child.relkind = 'f'                                    AS compressed
+       child.relkind = 'f'                                    AS compressed,
+       child.oid::regclass                                    AS partition
 FROM pg_catalog.pg_inherits i
 JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
 JOIN pg_catalog.pg_class child ON child.oid = i.inhrelid
 JOIN pg_catalog.pg_namespace pn ON pn.oid = parent.relnamespace
-WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p', 'f');
-COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric and rollup tables with its time range; compressed days are foreign tables (see secumon.compressed_partitions for their sizes).';
+WHERE pn.nspname = 'secumon' AND parent.relkind = 'p' AND child.relkind IN ('r', 'p', 'f')
+UNION ALL
+SELECT * FROM secumon._hypertable_chunks();
+COMMENT ON VIEW secumon.partitions IS 'Every partition of SecuMon''s metric and rollup tables with its time range (on the timescaledb backend, the chunks of its hypertables); compressed days are foreign tables (see secumon.compressed_partitions for their sizes) or compressed chunks.';
 
 -- Raises 42501 unless the session may write for an agent owned by `owner`. An agent without
 -- an owner (a row an operator inserted) is written by operators only: no agent role of any

@@ -148,3 +148,8 @@ CREATE TABLE secumon.enrollments (
     times_enrolled   integer NOT NULL DEFAULT 1
 );
 SELECT pg_catalog.pg_extension_config_dump('secumon.enrollments', '');
+
+-- Descriptions of the raw tables (sql/schema.sql, secumon._create_raw_table).
+COMMENT ON TABLE secumon.disk_metrics IS 'Disk usage and I/O counters, one row per agent, mount point and report.';
+COMMENT ON TABLE secumon.network_metrics IS 'Network interface counters, one row per agent, interface and report.';
+COMMENT ON TABLE secumon.process_metrics IS 'The top processes of each agent, one row per process and report.';

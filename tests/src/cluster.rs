@@ -47,6 +47,14 @@ pub fn pg_config(flag: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// The storage backend the suites run against: `SECUMON_TEST_BACKEND=timescaledb` preloads
+/// TimescaleDB and creates its extension before `secumon` in every cluster, so the same tests
+/// check the timescaledb backend (scripts/test.sh runs the storage and alerting suites both
+/// ways). TimescaleDB must be installed (`../shared/timescaledb/install.sh`).
+pub fn timescaledb_backend() -> bool {
+    std::env::var("SECUMON_TEST_BACKEND").is_ok_and(|v| v == "timescaledb")
+}
+
 /// Text rows of a simple query; `None` is SQL NULL.
 pub type Rows = Vec<Vec<Option<String>>>;
 
@@ -197,7 +205,14 @@ impl Cluster {
             ("log_line_prefix".into(), "%m [%p] %q%u@%d ".into()),
         ];
         if self.options.with_extension {
-            settings.push(("shared_preload_libraries".into(), "secumon".into()));
+            if timescaledb_backend() {
+                settings.push(("shared_preload_libraries".into(), "timescaledb,secumon".into()));
+                settings.push(("timescaledb.telemetry_level".into(), "off".into()));
+                // TimescaleDB's launcher and scheduler beside SecuMon's four workers.
+                settings.push(("max_worker_processes".into(), "16".into()));
+            } else {
+                settings.push(("shared_preload_libraries".into(), "secumon".into()));
+            }
             settings.push(("secumon.database".into(), TEST_DATABASE.into()));
             settings.push(("secumon.maintenance_interval".into(), "1s".into()));
         }
@@ -270,6 +285,15 @@ impl Cluster {
     }
 
     fn create_extension(&self) {
+        if timescaledb_backend() {
+            if let Err(e) = self.client().batch_execute("CREATE EXTENSION timescaledb") {
+                panic!(
+                    "expected CREATE EXTENSION timescaledb to succeed (SECUMON_TEST_BACKEND=timescaledb; \
+                     is it installed? ../shared/timescaledb/install.sh): {}",
+                    crate::error_text(&e)
+                );
+            }
+        }
         if let Err(e) = self.client().batch_execute("CREATE EXTENSION secumon") {
             panic!(
                 "expected CREATE EXTENSION secumon to succeed (is the extension installed? \

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 pub use agent::{agent_binary, toml_string, Agent, AgentConfig, AgentProcess, RUN_TIMEOUT};
 pub use cluster::{
     free_port, pg_bindir, pg_config, Cluster, ClusterBuilder, Role, Rows, TEST_DATABASE,
+    timescaledb_backend,
 };
 pub use fixtures::{
     history_sql,
