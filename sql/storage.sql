@@ -109,6 +109,14 @@ BEGIN
                            'timescaledb.compress_orderby = ''time DESC'')', t, secumon._timescaledb_segment_by(t));
         END IF;
     END LOOP;
+    -- What TimescaleDB created for them (the compressed hypertables) is TimescaleDB's: pg_dump
+    -- dumps it with TimescaleDB's catalog only if it is no member of this extension.
+    FOR t IN SELECT c.oid::regclass::text FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'secumon')
+                AND c.relnamespace = '_timescaledb_internal'::regnamespace LOOP
+        EXECUTE format('ALTER EXTENSION secumon DROP TABLE %s', t);
+    END LOOP;
 END
 $$;
 SELECT secumon._make_hypertables();

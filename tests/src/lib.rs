@@ -38,6 +38,7 @@ pub use cluster::{
     timescaledb_backend,
 };
 pub use fixtures::{
+    DEFAULT_PARTITION_ROWS,
     history_sql,
     all_table_rows, differing_tables, fingerprint, fingerprint_diff, fingerprint_of_columns,
     ingest_series, populate, psql_on, psql_one_on, rows_diff, run_job, sql_rows, table_columns,

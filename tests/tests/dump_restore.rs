@@ -82,9 +82,19 @@ fn restore(target: &Cluster, database: &str, dump: &Path, extra_args: &[&str]) -
         "expected createdb {database} to succeed: {}",
         stderr_text(&created)
     );
+    // TimescaleDB's documented procedure: its catalog arrives with the dump, so it must not
+    // act on what is restored until timescaledb_post_restore().
+    let timescaledb = |sql: &str| {
+        if timescaledb_backend() {
+            psql_on(target, database, sql);
+        }
+    };
+    timescaledb("CREATE EXTENSION timescaledb; SELECT timescaledb_pre_restore()");
     let mut args: Vec<&str> = extra_args.to_vec();
     args.extend(["-d", database, path_arg(dump)]);
-    target.run_client_program("pg_restore", &args)
+    let output = target.run_client_program("pg_restore", &args);
+    timescaledb("SELECT timescaledb_post_restore()");
+    output
 }
 
 fn path_arg(path: &Path) -> &str {
