@@ -5,6 +5,7 @@
 //!   delta-of-delta integers and timestamps, decimal-aware floats with a Gorilla XOR fallback,
 //!   dictionary-coded text, arrays transposed into one column per position.
 //! - [`sketch`]: a mergeable quantile sketch with a relative-error guarantee (DDSketch).
+//! - [`fsum`]: float sums independent of the order of their terms (exact partials).
 //! - [`summary`]: the per-series rollup state (count, sum, min, max, sketch) of one agent and
 //!   bucket, which merges exactly from finer buckets into coarser ones.
 //! - [`lttb`]: Largest-Triangle-Three-Buckets downsampling for charts.
@@ -18,6 +19,7 @@ pub mod floats;
 pub mod ints;
 pub mod lttb;
 pub mod sketch;
+pub mod fsum;
 pub mod summary;
 
 use std::fmt;

@@ -1,12 +1,15 @@
 //! The rollup state of one agent and one time bucket: for every series, count, sum, min, max
-//! and a quantile [`Sketch`]. Summaries merge exactly (counts, min, max, sketch bins) or up to
-//! float rounding (sums), so an hour is the merge of its twelve 5-minute buckets.
+//! and a quantile [`Sketch`]. Summaries merge exactly: counts, min, max and sketch bins, and
+//! sums as exact sums ([`ExactSum`]) rounded once, so a bucket's sum does not depend on the
+//! order its rows or summaries came in, and an hour is the merge of its twelve 5-minute
+//! buckets.
 //!
 //! Layout: `u8 version, varint n, n × (varint series-id delta, f64 sum, varint len, sketch)`,
 //! series ascending. count, min and max live in the sketch. Series ids are 64-bit
 //! (secumon.metric_series.series_id is bigint); the encoding is the same for any width.
 
 use crate::bits::{put_bytes, put_f64, put_varint, Reader};
+use crate::fsum::ExactSum;
 use crate::sketch::Sketch;
 use crate::{DecodeError, Result};
 
@@ -15,11 +18,14 @@ const VERSION: u8 = 1;
 /// One series' statistics within a bucket.
 #[derive(Clone, Debug, Default)]
 pub struct SeriesStats {
-    pub sum: f64,
+    pub sum: ExactSum,
     pub sketch: Sketch,
 }
 
 impl SeriesStats {
+    pub fn sum(&self) -> f64 {
+        self.sum.value()
+    }
     pub fn count(&self) -> u64 {
         self.sketch.count()
     }
@@ -30,19 +36,19 @@ impl SeriesStats {
         self.sketch.max()
     }
     pub fn avg(&self) -> Option<f64> {
-        (self.count() > 0).then(|| self.sum / self.count() as f64)
+        (self.count() > 0).then(|| self.sum() / self.count() as f64)
     }
 
     #[inline]
     pub fn add(&mut self, v: f64) {
         if v.is_finite() {
-            self.sum += v;
+            self.sum.add(v);
             self.sketch.add(v);
         }
     }
 
     pub fn merge(&mut self, other: &SeriesStats) {
-        self.sum += other.sum;
+        self.sum.merge(&other.sum);
         self.sketch.merge(&other.sketch);
     }
 }
@@ -134,7 +140,7 @@ fn encode<'a>(series: impl Iterator<Item = (i64, &'a SeriesStats)>) -> Vec<u8> {
     for (id, s) in series {
         put_varint(&mut out, (id as i64 - prev) as u64);
         prev = id as i64;
-        put_f64(&mut out, s.sum);
+        put_f64(&mut out, s.sum());
         sk.clear();
         s.sketch.encode(&mut sk);
         put_bytes(&mut out, &sk);
@@ -176,7 +182,7 @@ impl Summary {
             id = id.checked_add(d).ok_or_else(|| DecodeError::new("series id out of range"))?;
             let sum = r.f64()?;
             let sketch = Sketch::from_bytes(r.bytes()?)?;
-            series.push((id, SeriesStats { sum, sketch }));
+            series.push((id, SeriesStats { sum: ExactSum::of(sum), sketch }));
         }
         if !r.is_empty() {
             return Err(DecodeError::new("trailing bytes after summary"));
@@ -225,7 +231,7 @@ impl Summary {
             let sum = r.f64()?;
             let sk = r.bytes()?;
             if id == want {
-                return Ok(Some(SeriesStats { sum, sketch: Sketch::from_bytes(sk)? }));
+                return Ok(Some(SeriesStats { sum: ExactSum::of(sum), sketch: Sketch::from_bytes(sk)? }));
             }
             if id > want {
                 break;
@@ -248,7 +254,7 @@ mod tests {
         let s = b.finish();
         assert_eq!(s.series.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 3, 5], "all-NULL series 2 dropped");
         let one = s.get(1).unwrap();
-        assert_eq!((one.count(), one.sum, one.min(), one.max()), (3, 60.0, Some(10.0), Some(30.0)));
+        assert_eq!((one.count(), one.sum(), one.min(), one.max()), (3, 60.0, Some(10.0), Some(30.0)));
         assert_eq!(s.get(3).unwrap().avg(), Some(2.0));
     }
 
@@ -272,7 +278,7 @@ mod tests {
             assert_eq!(a.count(), b.count());
             assert_eq!(a.min(), b.min());
             assert_eq!(a.max(), b.max());
-            assert!((a.sum - b.sum).abs() <= 1e-9 * a.sum.abs());
+            assert!((a.sum() - b.sum()).abs() <= 1e-9 * a.sum().abs());
             for q in [0.5, 0.95, 0.99] {
                 assert_eq!(a.sketch.quantile(q), b.sketch.quantile(q));
             }
@@ -303,7 +309,7 @@ mod tests {
         let back = Summary::from_bytes(&bytes).unwrap();
         assert_eq!(back.series.len(), 3);
         let seven = Summary::find_in_bytes(&bytes, 7).unwrap().unwrap();
-        assert_eq!((seven.count(), seven.sum), (30, 15.0));
+        assert_eq!((seven.count(), seven.sum()), (30, 15.0));
         assert_eq!(Summary::find_stats_in_bytes(&bytes, 9).unwrap(), Some((30, -435.0, -29.0, 0.0)));
         assert_eq!(Summary::find_stats_in_bytes(&bytes, 8).unwrap(), None);
         assert!(Summary::find_in_bytes(&bytes, 8).unwrap().is_none());

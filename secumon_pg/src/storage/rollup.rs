@@ -117,14 +117,14 @@ type SeriesRow<Id> = (Id, i64, f64, f64, f64, Vec<u8>);
 
 fn series_rows(summary: &[u8]) -> impl Iterator<Item = SeriesRow<i64>> {
     decode_summary(summary).series.into_iter().map(|(id, s)| {
-        (id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
+        (id, s.count() as i64, s.sum(), s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
     })
 }
 
 fn series_row(summary: &[u8], series_id: i64) -> Option<SeriesRow<i64>> {
     let found = Summary::find_in_bytes(summary, series_id).unwrap_or_else(|e| corrupt("rollup summary", e));
     found.map(|s| {
-        (series_id, s.count() as i64, s.sum, s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
+        (series_id, s.count() as i64, s.sum(), s.min().unwrap_or(f64::NAN), s.max().unwrap_or(f64::NAN), s.sketch.to_bytes())
     })
 }
 
