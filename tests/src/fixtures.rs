@@ -75,9 +75,10 @@ pub struct Fixture {
 }
 
 /// Counts the rows in the default partitions of the raw tables (none on the timescaledb
-/// backend, where TimescaleDB makes chunks as rows arrive): 0 once partition_upkeep ran.
+/// backend, where TimescaleDB makes chunks as rows arrive): 0 once partition_upkeep ran. Works
+/// on every release (the upgrade test populates 0.1.0).
 pub const DEFAULT_PARTITION_ROWS: &str =
-    "SELECT coalesce(sum((xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', partition),
+    "SELECT coalesce(sum((xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM secumon_partitions.%I', partition_name),
                                                                false, true, '')))[1]::text::bigint), 0)
        FROM secumon.partitions WHERE is_default";
 
