@@ -170,7 +170,7 @@ SELECT jsonb_build_object(
                          'retention', sp.retention) ORDER BY sp.table_name)
                     FROM secumon.storage_policies sp),
     'warning', CASE WHEN ts.version IS NOT NULL AND ts.backend = 'partitions' THEN
-                        'timescaledb is installed in this database, but SecuMon''s tables were created without it and stay on the partitions backend (docs/timescaledb.md)'
+                        'timescaledb is installed in this database, but SecuMon''s tables were created without it and stay on the partitions backend until SELECT secumon.adopt_timescaledb() moves them (docs/timescaledb.md)'
                     WHEN ts.backend = 'timescaledb' AND ts.license <> 'timescale' THEN
                         format('TimescaleDB runs under the %s license: chunks are not compressed', ts.license) END)
   FROM ts

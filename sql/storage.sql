@@ -121,6 +121,87 @@ END
 $$;
 SELECT secumon._make_hypertables();
 
+-- Moves a database whose SecuMon was created before timescaledb onto the timescaledb backend
+-- (docs/timescaledb.md#adopting-an-existing-installation): each raw table becomes a hypertable
+-- holding every row it held (compressed days included), behind a view of the same name with the
+-- same rights, tenant filter and dependent view (secumon.metrics). One transaction: ingest waits
+-- for it (agents spool meanwhile), and on any error nothing has changed. Superuser only.
+CREATE FUNCTION secumon.adopt_timescaledb() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+    old text;
+    chunk text;
+    acl record;
+    metrics_view text := pg_get_viewdef('secumon.metrics'::regclass);
+    moved bigint;
+    report text[] := '{}';
+    started timestamptz := clock_timestamp();
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'only a superuser may move SecuMon''s storage to TimescaleDB' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF secumon._timescaledb_schema() IS NULL THEN
+        RAISE EXCEPTION 'timescaledb is not installed in database %', current_database() USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Preload it (shared_preload_libraries = ''timescaledb,secumon''), then CREATE EXTENSION timescaledb.';
+    END IF;
+    IF secumon._storage_backend('metric_samples') = 'timescaledb' THEN
+        RAISE EXCEPTION 'SecuMon''s storage is on TimescaleDB already' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Same order as secumon.ingest() writes the tables.
+    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+        EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', t);
+    END LOOP;
+    -- DROP ... CASCADE below names every partition it drops.
+    PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
+    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+        old := t || '_partitioned';
+        EXECUTE format('ALTER TABLE secumon.%I RENAME TO %I', t, old);
+        PERFORM secumon._create_raw_table(t, (SELECT string_agg(format('%I %s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                                                                       CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                                                                       || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')),
+                                                                ', ' ORDER BY a.attnum)
+                                               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                                              WHERE a.attrelid = format('secumon.%I', old)::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+                                          obj_description(format('secumon.%I', old)::regclass, 'pg_class'));
+        PERFORM secumon._create_partition_indexes(t, t);
+        EXECUTE format('ALTER EXTENSION secumon ADD TABLE secumon_partitions.%I', t);
+        EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon.%I', t);
+        -- The same rights on the view as the table had.
+        FOR acl IN SELECT a.privilege_type, a.grantee::regrole::text AS grantee
+                     FROM pg_class c, aclexplode(c.relacl) a
+                    WHERE c.oid = format('secumon.%I', old)::regclass AND a.grantee <> c.relowner AND a.grantee <> 0 LOOP
+            EXECUTE format('GRANT %s ON secumon.%I TO %s', acl.privilege_type, t, acl.grantee);
+        END LOOP;
+    END LOOP;
+    PERFORM secumon._make_hypertables();
+    PERFORM secumon._enable_agent_rls('secumon.metric_samples', 'agent_key');
+    PERFORM secumon._enable_agent_rls('secumon.disk_metrics');
+    PERFORM secumon._enable_agent_rls('secumon.network_metrics');
+    PERFORM secumon._enable_agent_rls('secumon.process_metrics');
+    EXECUTE 'CREATE OR REPLACE VIEW secumon.metrics WITH (security_invoker = true) AS ' || metrics_view;
+    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+        old := t || '_partitioned';
+        EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM secumon.%I', t, old);
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        report := report || format('%s: %s rows', t, moved);
+        EXECUTE format('ALTER EXTENSION secumon DROP TABLE secumon.%I', old);
+        EXECUTE format('ALTER EXTENSION secumon DROP TABLE secumon_partitions.%I', t || '_default');
+        -- With its daily partitions, compressed ones too, and their chunk tables.
+        EXECUTE format('DROP TABLE secumon.%I CASCADE', old);
+        FOR chunk IN SELECT cp.chunk_table FROM secumon.compressed_partitions cp WHERE cp.table_name = t LOOP
+            EXECUTE format('DROP TABLE IF EXISTS secumon_partitions.%I', chunk);
+        END LOOP;
+        DELETE FROM secumon.compressed_partitions cp WHERE cp.table_name = t;
+    END LOOP;
+    EXECUTE 'ANALYZE secumon_partitions.metric_samples, secumon_partitions.disk_metrics, '
+            'secumon_partitions.network_metrics, secumon_partitions.process_metrics';
+    RETURN format('moved to TimescaleDB hypertables in %s: %s', date_trunc('millisecond', clock_timestamp() - started),
+                  array_to_string(report, ', '));
+END
+$$;
+COMMENT ON FUNCTION secumon.adopt_timescaledb() IS 'Moves the raw metric tables of an installation made before timescaledb onto TimescaleDB hypertables, keeping every row (docs/timescaledb.md).';
+
 -- Creates the daily partition of secumon.<table_name> holding `day`, unless it exists.
 -- Callers hold the default partition's lock (see _partition_upkeep), so no row for that day can
 -- be sitting in the default partition when the partition is created.

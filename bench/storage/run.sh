@@ -18,6 +18,12 @@
 # the day, checked against SecuMon's 5-minute rollups of the same day. Timescale's own jobs stay
 # off (timescaledb.max_background_workers = 0): the benchmark runs each step itself.
 #
+# With TimescaleDB, the same reports are also copied into a second database on SecuMon's
+# timescaledb backend (docs/timescaledb.md) and measured there the same way, printed side by
+# side: history from raw rows, rollups and the secumon.metrics view (heap, then with older days
+# compressed and analysed), bytes per sample, the compression job, re-materialising a day (and a
+# continuous aggregate of the same summaries, checked byte for byte), retention.
+#
 # Usage: bench/storage/run.sh
 # It builds a release package of the extension (cargo pgrx package; SKIP_PACKAGE=1 reuses
 # target/release/secumon-pg15) and runs a private copy of the PostgreSQL installation with it,
@@ -66,16 +72,35 @@ started=$SECONDS
 echo "SecuMon storage benchmark (PostgreSQL $(bench_psql -c 'SHOW server_version'), $(nproc) cores)"
 echo "data: $AGENTS hosts x $DAYS days x 10 s x 10 series = $(( AGENTS * DAYS * 8640 * 10 / 1000000 )) M samples; refresh: $BIG_AGENTS hosts"
 
-bench_psql -q <<SQL
--- The worker stays out of the way: every job runs when the benchmark says so.
-UPDATE secumon._jobs SET enabled = false;
-INSERT INTO secumon.agents (agent_id, hostname, owner_role, first_seen, last_seen)
+# Median wall time (ms) of running `query` `runs` times (after one warm-up run).
+BENCH_MS_SQL=$(cat <<'SQL'
+CREATE FUNCTION bench_ms(query text, runs integer) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE t timestamptz; times float8[] := '{}'; n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (%s) x', query) INTO n;
+    FOR i IN 1..runs LOOP
+        t := clock_timestamp();
+        EXECUTE format('SELECT count(*) FROM (%s) x', query) INTO n;
+        times := times || extract(epoch FROM clock_timestamp() - t)::float8 * 1000;
+    END LOOP;
+    RETURN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(times) x);
+END
+$$;
+SQL
+)
+# The agents and the layout, the same ids in every database this benchmark fills.
+agents_sql="INSERT INTO secumon.agents (agent_id, hostname, owner_role, first_seen, last_seen)
 SELECT 'host' || i, 'host' || i, 'postgres', now(), now() FROM generate_series(1, $AGENTS) i;
 DO \$\$ BEGIN
     PERFORM secumon._layout_id(ARRAY['cpu.usage_percent', 'cpu.user_percent', 'cpu.system_percent', 'cpu.load_avg_1',
                                      'memory.usage_percent', 'memory.used_bytes', 'memory.total_bytes',
                                      'cpu.context_switches', 'system.uptime_seconds', 'system.processes_total']);
-END \$\$;
+END \$\$;"
+
+bench_psql -q <<SQL
+-- The worker stays out of the way: every job runs when the benchmark says so.
+UPDATE secumon._jobs SET enabled = false;
+$agents_sql
 CREATE TABLE bench_setup AS
 SELECT (SELECT layout_id FROM secumon.metric_layouts WHERE cardinality(series) = 10) AS layout,
        secumon._bucket('1 day', now()) - interval '$DAYS days' + interval '1 day' AS first_day,
@@ -112,21 +137,9 @@ BEGIN
 END
 \$\$;
 
--- Median wall time (ms) of running \`query\` \`runs\` times (after one warm-up run).
-CREATE FUNCTION bench_ms(query text, runs integer) RETURNS float8 LANGUAGE plpgsql AS \$\$
-DECLARE t timestamptz; times float8[] := '{}'; n bigint;
-BEGIN
-    EXECUTE format('SELECT count(*) FROM (%s) x', query) INTO n;
-    FOR i IN 1..runs LOOP
-        t := clock_timestamp();
-        EXECUTE format('SELECT count(*) FROM (%s) x', query) INTO n;
-        times := times || extract(epoch FROM clock_timestamp() - t)::float8 * 1000;
-    END LOOP;
-    RETURN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(times) x);
-END
-\$\$;
 CREATE TABLE bench_result (what text PRIMARY KEY, value float8);
 SQL
+bench_psql -q -c "$BENCH_MS_SQL"
 
 # ---- load: two sessions (one per core), day by day
 t0=$SECONDS
@@ -146,6 +159,22 @@ echo "loaded $reports reports ($(( reports * 10 / 1000000 )) M samples) in ${loa
 q() { bench_psql -c "$1"; }
 fmt() { printf '  %-58s %14s %16s %10s\n' "$@"; }
 
+# ---- the same reports in a second database on SecuMon's timescaledb backend (docs/timescaledb.md)
+bts() { sudo -u postgres psql -h "$BENCH_DIR" -p "$BENCH_PORT" -X -v ON_ERROR_STOP=1 -At bench_ts "$@"; }
+if [ -n "$TS" ]; then
+    t0=$SECONDS
+    sudo -u postgres "$PG_BIN/createdb" -h "$BENCH_DIR" -p "$BENCH_PORT" bench_ts
+    bts -q -c "CREATE EXTENSION timescaledb" -c "CREATE EXTENSION secumon" 2>&1 | grep -v -e "no SecuMon worker" -e "^DETAIL" -e "^HINT" || true
+    bts -q -c "UPDATE secumon._jobs SET enabled = false" -c "$BENCH_MS_SQL"
+    bts -q <<SQL
+$agents_sql
+SQL
+    bench_psql -c "COPY (SELECT time, agent_key, layout_id, vals, ingested_at FROM secumon.metric_samples ORDER BY time, agent_key) TO STDOUT (FORMAT binary)" |
+        bts -q -c "COPY secumon_partitions.metric_samples (time, agent_key, layout_id, vals, ingested_at) FROM STDIN (FORMAT binary)"
+    bts -q -c "VACUUM ANALYZE secumon_partitions.metric_samples"
+    echo "copied the reports into database bench_ts (timescaledb backend, $(bts -c "SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples'") chunks) in $(( SECONDS - t0 )) s"
+fi
+
 # ---- bytes per sample, uncompressed: our layout (one row per report) and narrow rows
 day_part=$(q "SELECT partition_name FROM secumon.partitions WHERE table_name = 'metric_samples' AND NOT is_default AND range_start = (SELECT first_day + interval '1 day' FROM bench_setup)")
 heap_bps=$(q "SELECT round(pg_total_relation_size('secumon_partitions.$day_part')::numeric / (SELECT sum(cardinality(vals)) FROM secumon_partitions.$day_part), 1)")
@@ -162,7 +191,12 @@ SQL
 narrow=$(q "SELECT round(value::numeric, 1) FROM bench_result WHERE what = 'narrow_heap_bps'")
 
 # ---- TimescaleDB, same day, same narrow rows: hypertable, continuous aggregate, compression
-ms_of() { local t=$(date +%s%N); bench_psql -q -c "$1" >/dev/null; echo $(( ($(date +%s%N) - t) / 1000000 )); }
+ms_of() { ms_of_db bench "$1"; }
+ms_of_db() {
+    local t=$(date +%s%N)
+    sudo -u postgres psql -h "$BENCH_DIR" -p "$BENCH_PORT" -X -v ON_ERROR_STOP=1 -qAt -d "$1" -c "$2" >/dev/null
+    echo $(( ($(date +%s%N) - t) / 1000000 ))
+}
 ts_heap="n/a"; ts_comp="n/a"; ts_refresh_ms="n/a"; ts_compress_ms="n/a"; ts_same="n/a"
 if [ -n "$TS" ]; then
     bench_psql -q <<SQL
@@ -284,6 +318,53 @@ idle_ms=$(q "SELECT round(extract(epoch FROM last_duration) * 1000) FROM secumon
 refresh_ok=$(q "SELECT count(*) FROM secumon.metric_rollup_5min m JOIN secumon.agents a USING (agent_key)
                  WHERE a.agent_id LIKE 'big%' AND m.bucket = secumon._bucket('5 minutes', now()) - interval '10 minutes'")
 
+# ---- SecuMon on the timescaledb backend, the same reports: rollups, history, compression, retention
+if [ -n "$TS" ]; then
+    tq() { bts -c "$1"; }
+    t0=$SECONDS
+    bts -q <<SQL
+UPDATE secumon.rollups SET watermark = NULL, ingest_mark = NULL;
+UPDATE secumon.rollups SET max_interval_per_run = '400 days', max_runtime = '10 hours';
+SELECT FROM secumon.refresh_rollup('metrics_5min');
+SELECT FROM secumon.refresh_rollup('metrics_1hour');
+SQL
+    ts_rollup_s=$(( SECONDS - t0 ))
+    ts_full_day_ms=$(tq "SELECT round(bench_ms(format('SELECT secumon._materialise(r, %L, %L) FROM secumon.rollups r WHERE rollup_name = %L',
+                   '$day0', '$day1', 'metrics_5min'), 1)::numeric)")
+    # What a TimescaleDB continuous aggregate of the same summaries costs: a full refresh of
+    # that day, and whether its summaries are SecuMon's, byte for byte.
+    bts -q -c "CREATE MATERIALIZED VIEW bench_cagg WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS
+               SELECT time_bucket('5 minutes', s.time) AS bucket, s.agent_key, secumon._summarize(l.series_ids, s.vals) AS summary
+                 FROM secumon_partitions.metric_samples s JOIN secumon.metric_layouts l ON l.layout_id = s.layout_id
+                GROUP BY 1, 2 WITH NO DATA"
+    ts_cagg_ms=$(ms_of_db bench_ts "CALL refresh_continuous_aggregate('bench_cagg', '$day0', '$day1')")
+    ts_cagg_same=$(tq "SELECT count(*) = (SELECT count(*) FROM bench_cagg) AND bool_and(c.summary = m.summary)
+                         FROM bench_cagg c JOIN secumon.metric_rollup_5min m ON m.agent_key = c.agent_key AND m.bucket = c.bucket")
+    ts_same=$(tq "SELECT count(*) = (SELECT count(*) FROM ($history_raw) r) AND bool_and(abs(s.value - r.v) < 1e-9)
+                    FROM ($history_rollup) s JOIN ($history_raw) r ON r.t = s.time")
+    ts_rollup_ms=$(tq "SELECT round(bench_ms(\$q\$$history_rollup\$q\$, $RUNS)::numeric, 2)")
+    ts_raw_heap_ms=$(tq "SELECT round(bench_ms(\$q\$$history_raw\$q\$, $RUNS)::numeric, 1)")
+    ts_view_heap_ms=$(tq "SELECT round(bench_ms(\$q\$$history_view\$q\$, $RUNS)::numeric, 1)")
+    ts_heap_bps=$(tq "SELECT round(hypertable_size('secumon_partitions.metric_samples')::numeric / (SELECT sum(cardinality(vals)) FROM secumon.metric_samples), 1)")
+    # Compression: the job compresses every chunk older than 7 days in one run.
+    ts_days=$(tq "SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples' AND range_end <= now() - interval '7 days'")
+    ts_compress_job_ms=$(ms_of_db bench_ts "SELECT secumon._compress_due('metric_samples')")
+    read -r ts_before ts_after <<<"$(tq "SELECT sum(before_compression_total_bytes), sum(after_compression_total_bytes)
+                                          FROM chunk_compression_stats('secumon_partitions.metric_samples') WHERE compression_status = 'Compressed'" | tr '|' ' ')"
+    ts_comp_values=$(tq "SELECT sum(cardinality(vals)) FROM secumon.metric_samples s
+                          WHERE s.time < (SELECT max(range_end) FROM secumon.partitions WHERE table_name = 'metric_samples' AND compressed)")
+    ts_comp_bps=$(tq "SELECT round($ts_after::numeric / $ts_comp_values, 2)")
+    ts_smaller=$(tq "SELECT round(100 - 100.0 * $ts_after / $ts_before, 1)")
+    # The planner's view of the compressed chunks as they will be once autovacuum has run.
+    bts -q -c "ANALYZE secumon_partitions.metric_samples"
+    ts_raw_mixed_ms=$(tq "SELECT round(bench_ms(\$q\$$history_raw\$q\$, $RUNS)::numeric, 1)")
+    ts_view_mixed_ms=$(tq "SELECT round(bench_ms(\$q\$$history_view\$q\$, $RUNS)::numeric, 1)")
+    ts_same_after=$(tq "SELECT count(*) = (SELECT count(*) FROM ($history_raw) r) AND bool_and(abs(s.value - r.v) < 1e-9)
+                          FROM ($history_rollup) s JOIN ($history_raw) r ON r.t = s.time")
+    bts -q -c "UPDATE secumon.storage_policies SET retention = '$(( DAYS - 2 )) days' WHERE table_name = 'metric_samples'"
+    ts_ret_ms=$(ms_of_db bench_ts "SELECT secumon.apply_retention('metric_samples')")
+fi
+
 echo
 fmt "figure" "SecuMon" "reference" "ratio"
 fmt "$DAYS-day history of one host ($(( DAYS * 24 )) hourly points), raw rows" "${raw_heap_ms} ms" "" ""
@@ -306,6 +387,25 @@ fmt "  initial build of all rollups ($DAYS days)" "${rollup_s} s" "" ""
 fmt "compression job, one day of $AGENTS hosts (avg)" "${c_ms} ms" "$ts_compress_ms ms TimescaleDB" ""
 fmt "  $compress_days days compressed in total" "${compress_s} s" "" ""
 fmt "retention job (dropping the oldest day)" "${ret_ms} ms" "" ""
+if [ -n "$TS" ]; then
+    echo
+    echo "  SecuMon on its timescaledb backend (TimescaleDB 2.28.3 hypertable, columnstore), the same reports:"
+    fmt "figure" "partitions" "timescaledb" "ratio"
+    fmt "$DAYS-day history of one host, raw rows" "${raw_heap_ms} ms" "${ts_raw_heap_ms} ms" "$(q "SELECT round($ts_raw_heap_ms / $raw_heap_ms, 2)")x"
+    fmt "  the same from rollups (secumon.series)" "${rollup_ms} ms" "${ts_rollup_ms} ms" "$(q "SELECT round($ts_rollup_ms / $rollup_ms, 2)")x"
+    fmt "  raw rows after compressing days 8-$DAYS (and ANALYZE)" "${raw_mixed_ms} ms" "${ts_raw_mixed_ms} ms" "$(q "SELECT round($ts_raw_mixed_ms / $raw_mixed_ms, 2)")x"
+    fmt "  through secumon.metrics, heap" "$(q "SELECT round($view_heap_ms / $raw_heap_ms, 2)")x raw" "$(q "SELECT round($ts_view_heap_ms / $ts_raw_heap_ms, 2)")x raw" "target <= 1.5x"
+    fmt "  through secumon.metrics, days 8-$DAYS compressed" "" "$(q "SELECT round($ts_view_mixed_ms / $ts_raw_mixed_ms, 2)")x raw" "(${ts_view_mixed_ms} ms)"
+    fmt "  rollup answer equals raw answer, before/after compression" "$same / $same_after" "$ts_same / $ts_same_after" ""
+    fmt "bytes/sample, raw (row per report + indexes)" "$heap_bps B" "$ts_heap_bps B" "$(q "SELECT round($ts_heap_bps / $heap_bps, 2)")x"
+    fmt "bytes/sample, compressed" "$comp_bps B" "$ts_comp_bps B" "$(q "SELECT round($ts_comp_bps / $comp_bps, 1)")x larger"
+    fmt "  compressed vs heap" "${smaller}% smaller" "${ts_smaller}% smaller" ""
+    fmt "compression job, per day of $AGENTS hosts" "${c_ms} ms" "$(( ts_compress_job_ms / (ts_days > 0 ? ts_days : 1) )) ms" "$ts_days chunks"
+    fmt "full re-materialisation of one day (5-minute rollups)" "${full_day_ms} ms" "${ts_full_day_ms} ms" "$(q "SELECT round($ts_full_day_ms::numeric / $full_day_ms, 2)")x"
+    fmt "  as a continuous aggregate of the same summaries" "" "${ts_cagg_ms} ms" "equal: $ts_cagg_same"
+    fmt "initial build of all rollups ($DAYS days)" "${rollup_s} s" "${ts_rollup_s} s" ""
+    fmt "retention (dropping the oldest day / chunk)" "${ret_ms} ms" "${ts_ret_ms} ms" ""
+fi
 echo
 echo "details: refresh: $refresh_result"
 echo "         idle refresh: $idle_result"

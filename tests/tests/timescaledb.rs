@@ -222,6 +222,99 @@ fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
     );
 }
 
+#[test]
+fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
+    let cluster = Cluster::builder()
+        .without_create_extension()
+        .setting("shared_preload_libraries", "timescaledb,secumon")
+        .setting("timescaledb.telemetry_level", "off")
+        .setting("max_worker_processes", "16")
+        .setting("secumon.database", "postgres")
+        .start();
+    // SecuMon first, with a compressed day, today's rows and a reader's rights.
+    cluster.psql("CREATE EXTENSION secumon");
+    let day = cluster.psql_one("SELECT date_trunc('day', now()) - interval '3 days'");
+    cluster.psql(&history("m", &day));
+    cluster.psql(&history_sql("m", 2, &[("now() - interval '20 minutes'".into(), "now()".into())], "interval '1 minute'"));
+    cluster.psql("SELECT secumon._partition_upkeep()");
+    cluster.psql("UPDATE secumon.storage_policies SET compress_after = '1 day' WHERE kind = 'raw'");
+    for table in RAW_TABLES {
+        cluster.psql(&format!("SELECT secumon._compress_due('{table}')"));
+    }
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "4");
+    cluster.psql("CREATE ROLE dashboards; GRANT SELECT ON secumon.disk_metrics TO dashboards");
+    let queries = [
+        "SELECT * FROM secumon.metrics",
+        "SELECT * FROM secumon.disk_metrics",
+        "SELECT * FROM secumon.network_metrics",
+        "SELECT * FROM secumon.process_metrics",
+        "SELECT * FROM secumon.metrics_5min",
+        "SELECT * FROM secumon.series('m1', 'cpu.usage_percent', now() - interval '4 days', now(), 100000)",
+    ];
+    let answer = |q: &str| cluster.psql_one(&format!("SELECT count(*) || ' ' || md5(string_agg(r::text, E'\\n' ORDER BY r::text)) FROM ({q}) r"));
+    let before: Vec<String> = queries.iter().map(|q| answer(q)).collect();
+
+    cluster.psql("CREATE EXTENSION timescaledb");
+    let warning = cluster.psql_one("SELECT secumon.health()->'storage'->>'warning'");
+    assert!(warning.contains("stay on the partitions backend"), "{warning}");
+    let result = cluster.psql_one("SELECT secumon.adopt_timescaledb()");
+    assert!(result.starts_with("moved to TimescaleDB hypertables"), "{result}");
+    assert_eq!(cluster.psql_one("SELECT secumon.health()->'storage'->>'backend'"), "timescaledb");
+    for (q, b) in queries.iter().zip(&before) {
+        assert_eq!(&answer(q), b, "expected the same answer after the move: {q}");
+    }
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "0");
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM pg_class WHERE relname ~ '^(metric_samples|disk_metrics|network_metrics|process_metrics)_([pc]2|default)'"), "0",
+               "expected no day partition or compressed day left behind");
+    assert_eq!(cluster.psql_one("SELECT has_table_privilege('dashboards', 'secumon.disk_metrics', 'SELECT')"), "t");
+    cluster.psql("REVOKE SELECT ON secumon.disk_metrics FROM dashboards");
+    let again = cluster.client().batch_execute("SELECT secumon.adopt_timescaledb()");
+    assert_eq!(sqlstate(&again), Some("55000".to_string()), "expected a second move refused");
+
+    // What a database made on TimescaleDB from the start has, this one has now.
+    cluster.psql("CREATE DATABASE fresh");
+    psql_on(&cluster, "fresh", "CREATE EXTENSION timescaledb; CREATE EXTENSION secumon");
+    let shape = "SELECT c.relnamespace::regnamespace || '.' || c.relname, c.relkind, array_to_string(ARRAY(SELECT x::text FROM unnest(c.relacl) x ORDER BY 1), ','),
+                        coalesce(obj_description(c.oid, 'pg_class'), ''), coalesce(pg_get_viewdef(c.oid), ''), c.reloptions::text,
+                        EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype = 'e')
+                   FROM pg_class c
+                  WHERE c.relnamespace IN ('secumon'::regnamespace, 'secumon_partitions'::regnamespace)
+                    AND c.relname NOT LIKE 'metric\\_rollup%' AND c.relname NOT LIKE '%rollup\\_1hour%' AND c.relkind <> 'S'
+                  UNION ALL
+                 SELECT i.indexrelid::regclass::text, 'i', pg_get_indexdef(i.indexrelid), '', '', '', true
+                   FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                  WHERE c.relnamespace = 'secumon_partitions'::regnamespace AND c.relname = ANY (ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'])
+                  UNION ALL
+                 SELECT a.attrelid::regclass || '.' || a.attname, 'a', format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
+                        coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attnum::text, true
+                   FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE a.attrelid = ANY (ARRAY['secumon_partitions.metric_samples', 'secumon_partitions.disk_metrics',
+                                                'secumon_partitions.network_metrics', 'secumon_partitions.process_metrics']::regclass[])
+                    AND a.attnum > 0 AND NOT a.attisdropped
+                  UNION ALL
+                 SELECT hypertable_name, 'h', (SELECT string_agg(d.time_interval::text, ',') FROM timescaledb_information.dimensions d
+                                                WHERE d.hypertable_name = h.hypertable_name), compression_enabled::text, '', '', true
+                   FROM timescaledb_information.hypertables h
+                  ORDER BY 1, 2, 3";
+    let fresh = psql_on(&cluster, "fresh", shape);
+    let moved = cluster.psql(shape);
+    let only = |a: &Rows, b: &Rows| a.iter().filter(|r| !b.contains(r)).cloned().collect::<Vec<_>>();
+    assert!(
+        fresh == moved,
+        "expected the moved database shaped as a fresh one on TimescaleDB; only in the moved one: {:#?}\nonly in the fresh one: {:#?}",
+        only(&moved, &fresh),
+        only(&fresh, &moved)
+    );
+
+    // And it works as one: a new report, compression of the moved day's chunk.
+    cluster.psql(&history_sql("m", 2, &[("now() - interval '2 minutes'".into(), "now()".into())], "interval '30 seconds'"));
+    assert!(cluster.psql_one("SELECT secumon._compress_due('metric_samples')").contains("compressed"));
+    assert_eq!(
+        cluster.psql_one("SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples' AND compressed"),
+        "1"
+    );
+}
+
 fn sqlstate(result: &Result<(), postgres::Error>) -> Option<String> {
     result.as_ref().err().and_then(|e| e.code()).map(|c| c.code().to_string())
 }

@@ -16,6 +16,13 @@
 //! server runs on this host): what the server spends per report, which other load on the
 //! machine hardly moves.
 //!
+//! With SECUMON_BENCH_TIMESCALEDB set to the connection string of a database on SecuMon's
+//! timescaledb backend (bench/ingest/run.sh makes one when TimescaleDB is installed), the same
+//! reports also go, in alternating rounds, through secumon.ingest into the hypertables, and as
+//! narrow rows (one INSERT of all of a report's samples, one transaction per report) into a
+//! TimescaleDB hypertable indexed like the seed's `metrics` table: the path of a monitoring
+//! system that writes one row per sample into TimescaleDB.
+//!
 //! Usage: secumon-bench-ingest CONNINFO [agents=10000] [reports_per_agent=3] [connections=4]
 
 use std::collections::{BTreeMap, HashMap};
@@ -166,7 +173,8 @@ fn main() {
     // midnight UTC, yesterday's) partition, as live agents write. Every pass below uses its
     // own instants (10 s apart per report of an agent), so no pass meets another's
     // (agent, time) keys; the last pass's end just before now.
-    let passes = 3 + 7 * ROUNDS as i64;
+    let timescaledb = std::env::var("SECUMON_BENCH_TIMESCALEDB").ok().filter(|c| !c.is_empty());
+    let passes = 3 + 7 * ROUNDS as i64 + if timescaledb.is_some() { 3 * ROUNDS as i64 } else { 0 };
     let base = (Timestamp::now().unix_micros() / 10_000_000 - (passes + 1) * per_agent as i64) * 10_000_000;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let reports: Vec<Report> = (0..per_agent).flat_map(|s| (0..agents).map(move |a| (a, s)))
@@ -177,14 +185,17 @@ fn main() {
              reports.len());
 
     // Register every simulated agent, as each agent does on start.
-    let mut keys = HashMap::new();
-    {
-        let mut db = Db::connect(&conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
+    let register_all = |conninfo: &str| {
+        let mut db = Db::connect(conninfo).unwrap_or_else(|e| panic!("connect: {e}"));
         for a in 0..agents {
             let info = AgentInfo { agent_id: format!("bench-{a:05}"), hostname: format!("bench-{a:05}"), os: "Linux".into(),
                                    agent_version: "bench".into(), labels: BTreeMap::new() };
             db.register(&info).unwrap_or_else(|e| panic!("register: {e}"));
         }
+    };
+    let mut keys = HashMap::new();
+    {
+        register_all(&conninfo);
         let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
         for row in c.query("SELECT agent_id, agent_key FROM secumon.agents", &[]).unwrap_or_else(|e| panic!("agents: {e}")) {
             keys.insert(row.get::<_, String>(0), row.get::<_, i32>(1));
@@ -214,15 +225,16 @@ fn main() {
     };
 
     let mut pass = 0i64;
-    let mut run = |reports: &[Report], call: &(dyn Fn(&mut Db, &Report) + Sync)| -> Pass {
+    let mut run_on = |conninfo: &str, reports: &[Report], call: &(dyn Fn(&mut Db, &Report) + Sync)| -> Pass {
         pass += 1;
         let shifted: Vec<Report> = reports.iter().map(|r| {
             let mut r = r.clone();
             r.time = Timestamp::from_unix_micros(r.time.unix_micros() + pass * per_agent as i64 * 10_000_000);
             r
         }).collect();
-        run_pass(&conninfo, connections, &shifted, call)
+        run_pass(conninfo, connections, &shifted, call)
     };
+    let mut run = |reports: &[Report], call: &(dyn Fn(&mut Db, &Report) + Sync)| -> Pass { run_on(&conninfo, reports, call) };
     let ingest = |db: &mut Db, r: &Report| { db.ingest(r).unwrap_or_else(|e| panic!("ingest: {e}")); };
     let series_only = |db: &mut Db, r: &Report| {
         let mut p = ingest_params(r);
@@ -318,6 +330,29 @@ fn main() {
         custom_rounds.push((run(&host_only, &ingest), run(&custom, &ingest)));
     }
 
+    // 6. Storage backends: the partitions backend, the timescaledb backend and narrow rows in a
+    // hypertable, the same reports, alternating.
+    let backends = timescaledb.as_deref().map(|ts| {
+        register_all(ts);
+        let mut c = postgres::Client::connect(ts, postgres::NoTls).unwrap_or_else(|e| panic!("connect: {e}"));
+        c.batch_execute(SEED_HYPERTABLE).unwrap_or_else(|e| panic!("create the narrow hypertable: {e}"));
+        let seed = |db: &mut Db, r: &Report| {
+            let rows = narrow(r);
+            let array = |f: &dyn Fn(&(String, String, f64)) -> String| -> Option<String> {
+                Some(format!("{{{}}}", rows.iter().map(|row| format!("\"{}\"", f(row))).collect::<Vec<_>>().join(",")))
+            };
+            let params = [Some(r.time.to_rfc3339()), Some(r.agent_id.clone()), array(&|x| x.0.clone()),
+                          array(&|x| x.1.replace('\\', "\\\\").replace('"', "\\\"")), array(&|x| x.2.to_string())];
+            db.query_value(SEED_INSERT_SQL, &params).unwrap_or_else(|e| panic!("narrow insert: {e}"));
+        };
+        run_on(ts, &reports[..first_reports], &ingest);  // each agent's first report there
+        let mut rounds = Vec::new();
+        for _ in 0..ROUNDS {
+            rounds.push([run_on(&conninfo, &reports, &ingest), run_on(ts, &reports, &ingest), run_on(ts, &reports, &seed)]);
+        }
+        rounds
+    });
+
     let needed = 10_000.0 / 10.0 * per_report;
     println!();
     println!("agent write path (secumon.ingest, 1 tx/report): {:>10.0} samples/s  {:>8.0} reports/s", agent_rate, ingest_rps);
@@ -375,6 +410,29 @@ fn main() {
         let first_cpu = custom_first.backend_cpu_secs.map(|c| c * 1e6 / first_reports as f64);
         println!("  first custom report of each agent (new layout, series registered, cap checked): {:.0} reports/s{}",
                  first_reports as f64 / custom_first.secs, first_cpu.map_or_else(String::new, |c| format!(", {c:.0} us/report")));
+    }
+    if let Some(rounds) = backends {
+        let mid = |i: usize| {
+            let mut v: Vec<f64> = rounds.iter().map(|r: &[Pass; 3]| samples as f64 / r[i].secs).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mid_cpu = |i: usize| {
+            let mut v: Vec<f64> = rounds.iter().map(|r: &[Pass; 3]| cpu_us(&r[i])).collect::<Option<_>>()?;
+            v.sort_by(f64::total_cmp);
+            Some(v[v.len() / 2])
+        };
+        let (native, ts, seed) = (mid(0), mid(1), mid(2));
+        let cpu_text = |i: usize| mid_cpu(i).map_or_else(String::new, |c| format!(", backend CPU {c:.0} us/report"));
+        println!();
+        println!("Storage backends: the same reports, 1 transaction per report, {connections} connections, medians of {ROUNDS} rounds:");
+        println!("  SecuMon, partitions backend (secumon.ingest)                 {native:>10.0} samples/s{}", cpu_text(0));
+        println!("  SecuMon, timescaledb backend (secumon.ingest, hypertables)   {ts:>10.0} samples/s{}  {:.2}x of partitions",
+                 cpu_text(1), ts / native);
+        println!("  narrow rows into a TimescaleDB hypertable (one INSERT/report) {seed:>9.0} samples/s{}", cpu_text(2));
+        println!("  partitions backend / narrow hypertable rows: {:.1}x (target >= 3x); timescaledb backend: {:.1}x",
+                 native / seed, ts / seed);
+        println!("  raw binary COPY reference (above): {copy_rate:.0} samples/s");
     }
     if let Some(p) = profile {
         println!();
@@ -471,6 +529,19 @@ fn copy_narrow(conninfo: &str, connections: usize, reports: &[Report]) -> Pass {
 
 /// Rounds of (agent path, raw COPY).
 const ROUNDS: usize = 5;
+
+/// The narrow-row reference on TimescaleDB: one row per sample in a hypertable of one-day
+/// chunks with the index a per-series history needs (agent, series, time).
+const SEED_HYPERTABLE: &str = "
+DROP TABLE IF EXISTS bench_seed_metrics;
+CREATE TABLE bench_seed_metrics (time timestamptz NOT NULL, agent_id text NOT NULL, metric_type text NOT NULL,
+                                 metric_name text NOT NULL, value float8, labels jsonb);
+SELECT create_hypertable('bench_seed_metrics', by_range('time', interval '1 day'));
+CREATE INDEX ON bench_seed_metrics (agent_id, metric_type, metric_name, time DESC);";
+
+/// All of a report's samples as narrow rows in one statement.
+const SEED_INSERT_SQL: &str = "INSERT INTO bench_seed_metrics (time, agent_id, metric_type, metric_name, value) \
+    SELECT $1::timestamptz, $2::text, t, n, v FROM unnest($3::text[], $4::text[], $5::float8[]) AS x(t, n, v)";
 
 /// The same seven parameters as secumon.ingest, parsed by the same casts; nothing written.
 const PARSE_ONLY_SQL: &str = "SELECT $1::text IS NOT NULL AND $2::timestamptz IS NOT NULL AND $3::text[] IS NOT NULL \
