@@ -67,6 +67,30 @@ COMMENT ON VIEW secumon.metrics IS 'CPU, memory, system, custom and probe sample
 CREATE TRIGGER metrics_insert INSTEAD OF INSERT ON secumon.metrics
 FOR EACH ROW EXECUTE FUNCTION secumon._metrics_insert();
 
+-- On the timescaledb backend secumon.metric_samples is a security_barrier view (sql/schema.sql),
+-- which the planner plans on its own: joined to agents it would read every agent's rows of
+-- every chunk. There secumon.metrics reads the hypertable itself, as its owner, with the same
+-- tenant filter, and is a security_barrier view in turn: a caller's leakproof conditions
+-- (agent_id, metric names, time) still reach the index of each chunk. The definition above is
+-- the one home of its columns and joins; this only swaps the relation and adds the filter.
+CREATE FUNCTION secumon._metrics_view_for_backend() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    body text := rtrim(pg_get_viewdef('secumon.metrics'::regclass), E'; \n');
+BEGIN
+    IF secumon._storage_backend('metric_samples') <> 'timescaledb' OR position('secumon_partitions.metric_samples' IN body) > 0 THEN
+        RETURN;
+    END IF;
+    IF position('secumon.metric_samples s' IN body) = 0 OR body !~ 'WHERE \(s\.vals\[p\.pos\] IS NOT NULL\)$' THEN
+        RAISE EXCEPTION 'secumon.metrics no longer has the shape secumon._metrics_view_for_backend() expects: %', body;
+    END IF;
+    body := replace(body, 'secumon.metric_samples s', 'secumon_partitions.metric_samples s')
+         || ' AND ((SELECT secumon._rls_open() OR secumon._rls_bypassed()) OR secumon._agent_key_visible(s.agent_key))';
+    EXECUTE 'CREATE OR REPLACE VIEW secumon.metrics WITH (security_barrier = true) AS ' || body;
+END
+$$;
+SELECT secumon._metrics_view_for_backend();
+
 -- Which agents stored samples with which layout (secumon._note_agent_layout, on ingest). A
 -- tenant sees the layouts, and the series in them, that its own agents use: series names are
 -- chosen by agents and say what a tenant runs, and a name only another tenant reports must be

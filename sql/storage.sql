@@ -180,6 +180,7 @@ BEGIN
     PERFORM secumon._enable_agent_rls('secumon.network_metrics');
     PERFORM secumon._enable_agent_rls('secumon.process_metrics');
     EXECUTE 'CREATE OR REPLACE VIEW secumon.metrics WITH (security_invoker = true) AS ' || metrics_view;
+    PERFORM secumon._metrics_view_for_backend();
     FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
         old := t || '_partitioned';
         EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM secumon.%I', t, old);
