@@ -177,6 +177,22 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
             .collect();
         assert_eq!(seen, vec!["t1".to_string()], "expected only acme's agent in {relation}");
     }
+    // A function of hers in a condition sees no row before the tenant filter has run, however
+    // cheap she declares it.
+    alice
+        .batch_execute(
+            "CREATE TEMP TABLE seen (agent text);
+             CREATE FUNCTION pg_temp.peek(agent text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
+             $$ BEGIN INSERT INTO pg_temp.seen VALUES (agent); RETURN true; END $$;",
+        )
+        .unwrap_or_else(|e| panic!("expected alice to create a temporary function: {}", error_text(&e)));
+    for relation in ["secumon.metrics", "secumon.disk_metrics", "secumon.network_metrics", "secumon.process_metrics"] {
+        alice
+            .batch_execute(&format!("SELECT count(*) FROM {relation} WHERE pg_temp.peek(agent_id)"))
+            .unwrap_or_else(|e| panic!("expected alice's query of {relation} to run: {}", error_text(&e)));
+    }
+    let peeked: Vec<String> = alice.query("SELECT DISTINCT agent FROM pg_temp.seen", &[]).expect("seen").iter().map(|r| r.get(0)).collect();
+    assert_eq!(peeked, vec!["t1".to_string()], "expected alice's function to see only acme's rows");
     let chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'disk_metrics' LIMIT 1");
     for relation in ["secumon_partitions.metric_samples", "secumon_partitions.disk_metrics", chunk.as_str()] {
         let denied = alice.batch_execute(&format!("SELECT * FROM {relation}"));
