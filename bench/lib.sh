@@ -2,6 +2,9 @@
 # Shared by the benchmarks: a throwaway PostgreSQL 15 cluster with the installed secumon
 # extension preloaded, on a free loopback port, removed on exit.
 #   source bench/lib.sh; bench_cluster_start [extra postgresql.conf lines...]; bench_psql -c '...'
+# SECUMON_BENCH_BACKEND=timescaledb puts the database on SecuMon's timescaledb backend
+# (TimescaleDB preloaded and created first; docs/timescaledb.md), e.g.
+#   SECUMON_BENCH_BACKEND=timescaledb bench/alerts/run.sh
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -27,6 +30,11 @@ bench_cluster_start() {
         echo "max_wal_size = '8GB'"
         echo "synchronous_commit = off"
         echo "jit = off"
+        if [ "${SECUMON_BENCH_BACKEND:-}" = timescaledb ]; then
+            echo "shared_preload_libraries = 'timescaledb,secumon'"
+            echo "timescaledb.telemetry_level = off"
+            echo "timescaledb.max_background_workers = 0"
+        fi
         for line in "$@"; do echo "$line"; done
     } >> "$BENCH_DIR/data/postgresql.conf"
     sudo -u postgres "$PG_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/log" -w start >/dev/null
@@ -34,6 +42,9 @@ bench_cluster_start() {
     # A kept cluster says where it is (concurrent benchmarks must not share a well-known file).
     [ -z "${BENCH_KEEP:-}" ] || echo "kept cluster: $BENCH_DIR port $BENCH_PORT" >&2
     sudo -u postgres "$PG_BIN/createdb" -h "$BENCH_DIR" -p "$BENCH_PORT" bench
+    if [ "${SECUMON_BENCH_BACKEND:-}" = timescaledb ]; then
+        bench_psql -q -c "CREATE EXTENSION timescaledb" >/dev/null
+    fi
     bench_psql -q -c "CREATE EXTENSION secumon"
 }
 

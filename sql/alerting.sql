@@ -959,31 +959,42 @@ END
 $$;
 
 -- Summarises the BRIN ranges of the rows that arrived since the last cycle (today's and
--- yesterday's partitions), so that the next cycle's scan by ingest time reads only what is new
--- instead of every range autovacuum has not summarised yet. Never waits for autovacuum.
+-- yesterday's partitions, or the chunks of the timescaledb backend reaching into the last day),
+-- so that the next cycle's scan by ingest time reads only what is new instead of every range
+-- autovacuum has not summarised yet. Never waits for autovacuum.
 CREATE FUNCTION secumon._summarize_ingest_ranges() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '50ms'
 AS $$
 DECLARE
+    recent regclass[];
     idx regclass;
     today date := secumon._utc_day(now());
 BEGIN
-    FOR idx IN
-        SELECT i.indexrelid::regclass
+    IF secumon._storage_backend('metric_samples') = 'timescaledb' THEN
+        SELECT array_agg(format('%I.%I', c.chunk_schema, c.chunk_name)::regclass) INTO recent
+          FROM timescaledb_information.chunks c
+         WHERE c.hypertable_schema = 'secumon_partitions' AND c.hypertable_name IN ('metric_samples', 'disk_metrics', 'network_metrics')
+           AND c.range_end > now() - interval '1 day' AND NOT c.is_compressed;
+    ELSE
+        SELECT array_agg(h.inhrelid::regclass) INTO recent
           FROM pg_catalog.pg_inherits h
           JOIN pg_catalog.pg_class p ON p.oid = h.inhrelid
-          JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid
-          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-          JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'brin'
-          JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = i.indkey[0]
-                                          AND att.attname = 'ingested_at'
          WHERE h.inhparent IN ('secumon.metric_samples'::regclass, 'secumon.disk_metrics'::regclass,
                                'secumon.network_metrics'::regclass)
            AND (p.relname LIKE '%\_p' || to_char(today, 'YYYYMMDD')
                 OR p.relname LIKE '%\_p' || to_char(today - 1, 'YYYYMMDD')
-                OR p.relname LIKE '%\_default')
+                OR p.relname LIKE '%\_default');
+    END IF;
+    FOR idx IN
+        SELECT i.indexrelid::regclass
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'brin'
+          JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = i.indkey[0]
+                                          AND att.attname = 'ingested_at'
+         WHERE i.indrelid = ANY (recent)
     LOOP
         BEGIN
             PERFORM pg_catalog.brin_summarize_new_values(idx);

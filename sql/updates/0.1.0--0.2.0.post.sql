@@ -53,3 +53,7 @@ GRANT SELECT (id, tenant_id, labels, created_by, created_at, expires_at, max_use
 GRANT DELETE ON secumon.enrollment_tokens TO secumon_admin;
 REVOKE ALL ON secumon.enrollments FROM secumon_admin;
 GRANT SELECT, UPDATE (labels) ON secumon.enrollments TO secumon_admin;
+
+-- The definitions above give secumon.metrics its plain-backend form; a database on the
+-- timescaledb backend gets its own (sql/lifecycle.sql). A no-op on the partitions backend.
+SELECT secumon._metrics_view_for_backend();
