@@ -221,10 +221,24 @@ COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, 
 -- no client can hold a lock that keeps the workers waiting; 0.1.0 used an advisory lock, which
 -- any session could take. It fires for any extension's DROP/ALTER (ddl_command_start cannot
 -- tell which), hence SECURITY DEFINER; the wait is a worker transaction at most.
+--
+-- On the timescaledb backend a plain `DROP EXTENSION secumon` would fail: the hypertables'
+-- chunks depend on them, and CASCADE would leave their compressed chunks behind. For exactly
+-- that statement (the query is nothing else, so no other command can be mistaken for it) the
+-- chunks go first, in the same transaction: a DROP that fails after all keeps them.
 CREATE FUNCTION secumon._extension_guard() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
 BEGIN
     LOCK TABLE secumon._jobs IN ACCESS EXCLUSIVE MODE;
+    IF TG_TAG = 'DROP EXTENSION' AND secumon._storage_backend('metric_samples') = 'timescaledb'
+       AND current_query() ~* '^\s*drop\s+extension\s+(if\s+exists\s+)?("secumon"|secumon)(\s+(cascade|restrict))?\s*;?\s*$' THEN
+        FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+            EXECUTE format('SELECT %I.drop_chunks(%L::regclass, older_than => now() + interval ''100 years'')',
+                           secumon._timescaledb_schema(), format('secumon_partitions.%I', t));
+        END LOOP;
+    END IF;
 END
 $$;
 CREATE EVENT TRIGGER secumon_extension_guard ON ddl_command_start

@@ -331,6 +331,34 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
     );
 }
 
+#[test]
+fn drop_extension_takes_the_chunks_with_it_and_create_starts_afresh() {
+    let cluster = timescaledb_cluster("timescale");
+    let day = cluster.psql_one("SELECT date_trunc('day', now()) - interval '3 days'");
+    cluster.psql(&history("d", &day));
+    cluster.psql("UPDATE secumon.storage_policies SET compress_after = '1 day' WHERE kind = 'raw'");
+    for table in RAW_TABLES {
+        cluster.psql(&format!("SELECT secumon._compress_due('{table}')"));
+    }
+    let leftovers = "SELECT count(*) FROM pg_class WHERE relnamespace = '_timescaledb_internal'::regnamespace AND relname ~ '^(_hyper|compress_hyper|_compressed)'";
+    assert_ne!(cluster.psql_one(leftovers), "0");
+    // What a DBA types, without CASCADE, as on the partitions backend.
+    cluster
+        .client()
+        .batch_execute("DROP EXTENSION secumon")
+        .unwrap_or_else(|e| panic!("expected DROP EXTENSION secumon to work on the timescaledb backend: {}", error_text(&e)));
+    assert_eq!(cluster.psql_one(leftovers), "0", "expected no chunk, compressed chunk or compressed hypertable left behind");
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM _timescaledb_catalog.hypertable"), "0");
+    cluster.psql("CREATE EXTENSION secumon");
+    assert_eq!(cluster.psql_one("SELECT secumon.health()->'storage'->>'backend'"), "timescaledb");
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.metrics"), "0");
+    // Another statement that merely names secumon drops nothing.
+    cluster.psql(&history("e", &day));
+    let refused = cluster.client().batch_execute("DROP EXTENSION timescaledb, secumon");
+    assert!(refused.is_err(), "expected dropping both without CASCADE to be refused");
+    assert_ne!(cluster.psql_one("SELECT count(*) FROM secumon.metrics"), "0", "expected the data kept");
+}
+
 fn sqlstate(result: &Result<(), postgres::Error>) -> Option<String> {
     result.as_ref().err().and_then(|e| e.code()).map(|c| c.code().to_string())
 }
