@@ -322,6 +322,21 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         only(&fresh, &moved)
     );
 
+    // It dumps and restores as one (TimescaleDB's procedure), with the same answers.
+    let dump = cluster.socket_dir().join("moved.dump");
+    let dump_arg = dump.to_str().expect("temp paths are UTF-8");
+    let dumped = cluster.run_client_program("pg_dump", &["-Fc", "-f", dump_arg, TEST_DATABASE]);
+    assert!(dumped.status.success(), "expected pg_dump of the moved database to work: {}", stderr_text(&dumped));
+    cluster.psql("CREATE DATABASE restored");
+    psql_on(&cluster, "restored", "CREATE EXTENSION timescaledb; SELECT timescaledb_pre_restore()");
+    let restored = cluster.run_client_program("pg_restore", &["-d", "restored", dump_arg]);
+    assert!(restored.status.success(), "expected pg_restore of the moved database to work: {}", stderr_text(&restored));
+    psql_on(&cluster, "restored", "SELECT timescaledb_post_restore()");
+    for (q, b) in queries.iter().zip(&before) {
+        let again = psql_one_on(&cluster, "restored", &format!("SELECT count(*) || ' ' || md5(string_agg(r::text, E'\\n' ORDER BY r::text)) FROM ({q}) r"));
+        assert_eq!(&again, b, "expected the same answer from the restored copy: {q}");
+    }
+
     // And it works as one: a new report, compression of the moved day's chunk.
     cluster.psql(&history_sql("m", 2, &[("now() - interval '2 minutes'".into(), "now()".into())], "interval '30 seconds'"));
     assert!(cluster.psql_one("SELECT secumon._compress_due('metric_samples')").contains("compressed"));
