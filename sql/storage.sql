@@ -369,6 +369,12 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE format($q$
+        WITH sizes AS (
+            -- Once per hypertable: it sizes every chunk, compressed data included.
+            SELECT sz.chunk_schema, sz.chunk_name, sz.total_bytes
+              FROM timescaledb_information.hypertables h,
+                   LATERAL %I.chunks_detailed_size(format('%%I.%%I', h.hypertable_schema, h.hypertable_name)::regclass) sz
+             WHERE h.hypertable_schema = 'secumon_partitions')
         SELECT c.hypertable_name::text, c.chunk_name::text, c.range_start, c.range_end, false,
                CASE WHEN c.is_compressed THEN coalesce(cs.numrows_pre_compression, 0)
                     ELSE greatest(pc.reltuples, 0)::bigint END,
@@ -377,8 +383,7 @@ BEGIN
           JOIN pg_class pc ON pc.relname = c.chunk_name AND pc.relnamespace = c.chunk_schema::regnamespace
           LEFT JOIN _timescaledb_catalog.chunk ch ON ch.schema_name = c.chunk_schema AND ch.table_name = c.chunk_name
           LEFT JOIN _timescaledb_catalog.compression_chunk_size cs ON cs.chunk_id = ch.id
-          LEFT JOIN LATERAL %I.chunks_detailed_size(format('%%I.%%I', c.hypertable_schema, c.hypertable_name)::regclass) sz
-                 ON sz.chunk_schema = c.chunk_schema AND sz.chunk_name = c.chunk_name
+          LEFT JOIN sizes sz ON sz.chunk_schema = c.chunk_schema AND sz.chunk_name = c.chunk_name
          WHERE c.hypertable_schema = 'secumon_partitions'$q$, ts);
 END
 $$;
