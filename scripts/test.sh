@@ -3,8 +3,8 @@
 #   1. plain unit tests of the workspace (agent and helper crates; no PostgreSQL needed)
 #   2. the extension's #[pg_test]s (`cargo pgrx test pg15`, its own temporary cluster)
 #   3. installs the extension (debug build) into the system PostgreSQL 15 and builds the agent
-#   4. the end-to-end suite (tests/): real clusters, real agent, loopback only; then the storage,
-#      alerting, custom-series, tenancy and dump/restore suites again on the timescaledb backend
+#   4. the end-to-end suite (tests/): real clusters, real agent, loopback only; then the suites
+#      whose answers must not depend on the storage backend again on the timescaledb backend
 #      (SECUMON_TEST_BACKEND=timescaledb; TimescaleDB 2.28.3 built by
 #      ../shared/timescaledb/install.sh, which step 3 runs)
 #   5. the Debian packages (tests/tests/packages.rs): scripts/build-packages.sh --debug from a
@@ -74,8 +74,11 @@ install_timescaledb() {
     PG_CONFIG=$PG_CONFIG "$REPO/../shared/timescaledb/install.sh"
 }
 
-# The suites whose answers must not depend on the storage backend, on TimescaleDB.
-TIMESCALEDB_SUITES=(--test storage --test alerts --test custom_series --test tenancy --test dump_restore)
+# The suites whose answers must not depend on the storage backend, run again on TimescaleDB
+# (the others test the partitions backend itself, the upgrade from 0.1.0, the packages, or
+# start their own TimescaleDB clusters: tests/tests/timescaledb.rs).
+TIMESCALEDB_SUITES=(--test storage --test alerts --test custom_series --test tenancy --test dump_restore
+                    --test operations --test auth --test agent_reports --test agent_inputs --test enroll)
 
 step unit "unit tests (workspace without secumon, secumon-e2e)" \
     cargo test --workspace --exclude secumon --exclude secumon-e2e --no-fail-fast
@@ -83,12 +86,16 @@ step pgtest "extension #[pg_test]s (cargo pgrx test pg15)" run_pg_tests
 step install "install the extension for the e2e suite (scripts/install-extension.sh, debug)" install_extension
 step timescaledb "install TimescaleDB 2.28.3 (../shared/timescaledb/install.sh)" install_timescaledb
 step agent "build secumon-agent (debug)" cargo build -p secumon-agent
-if [[ ${status[install]} == ok && ${status[agent]} == ok && ${status[timescaledb]} == ok ]]; then
+if [[ ${status[install]} == ok && ${status[agent]} == ok ]]; then
     step e2e "end-to-end tests (secumon-e2e)" cargo test -p secumon-e2e --no-fail-fast -- --test-threads=2
-    step e2e_timescaledb "storage, alerting, tenancy and dump/restore suites on the timescaledb backend" \
+else
+    skip e2e "end-to-end tests (secumon-e2e)" "needs the installed extension and the agent binary"
+fi
+if [[ ${status[install]} == ok && ${status[agent]} == ok && ${status[timescaledb]} == ok ]]; then
+    step e2e_timescaledb "the backend-independent suites on the timescaledb backend" \
         env SECUMON_TEST_BACKEND=timescaledb cargo test -p secumon-e2e --no-fail-fast "${TIMESCALEDB_SUITES[@]}" -- --test-threads=2
 else
-    skip e2e "end-to-end tests (secumon-e2e)" "needs the installed extension, TimescaleDB and the agent binary"
+    skip e2e_timescaledb "the backend-independent suites on the timescaledb backend" "needs the installed extension, TimescaleDB and the agent binary"
 fi
 step packages "Debian packages: build from a fresh copy (debug), lintian, dpkg -i/-r/-P, reinstall" \
     cargo test -p secumon-e2e --test packages --no-fail-fast -- --ignored

@@ -606,6 +606,20 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 RETURN coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user), false)
     OR pg_has_role(current_user, 'secumon_admin', 'USAGE');
 
+-- The timescaledb backend's stand-in for the policies' WITH CHECK ((SELECT secumon._rls_open()))
+-- (a statement trigger on each hypertable): whatever rights a DBA grants on the views, a session
+-- acting for a tenant writes no metric row, as row-level security refuses it on the plain backend.
+CREATE FUNCTION secumon._refuse_tenant_writes() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT (secumon._rls_open() OR secumon._rls_bypassed()) THEN
+        RAISE EXCEPTION 'new row violates row-level security policy for table "%"', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- The helper for tables whose rows belong to an agent (metrics, rollups): a row is visible when
 -- its agent (by agent_id or agent_key) belongs to the session's tenant — a hash lookup per row
 -- (secumon._agent_key_visible / _agent_id_visible), which keeps the superuser's plans (index scans per agent).
@@ -625,6 +639,9 @@ BEGIN
         EXECUTE format('CREATE OR REPLACE VIEW %s WITH (security_barrier = true) AS SELECT * FROM secumon_partitions.%I '
                        'WHERE (SELECT secumon._rls_open() OR secumon._rls_bypassed()) OR secumon.%I(%I)',
                        tbl, (SELECT c.relname FROM pg_class c WHERE c.oid = tbl), '_' || agent_column || '_visible', agent_column);
+        EXECUTE format('CREATE TRIGGER secumon_tenant_writes BEFORE INSERT OR UPDATE ON secumon_partitions.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION secumon._refuse_tenant_writes()',
+                       (SELECT c.relname FROM pg_class c WHERE c.oid = tbl));
         EXECUTE format('GRANT SELECT ON %s TO secumon_web, secumon_reader', tbl);
         RETURN;
     END IF;

@@ -220,20 +220,30 @@ COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, 
 -- on _jobs (clients read the view secumon.jobs, which lets them lock it ACCESS SHARE at most), so
 -- no client can hold a lock that keeps the workers waiting; 0.1.0 used an advisory lock, which
 -- any session could take. It fires for any extension's DROP/ALTER (ddl_command_start cannot
--- tell which), hence SECURITY DEFINER; the wait is a worker transaction at most.
+-- tell which), hence SECURITY DEFINER; it acts only for an operator (a superuser or a member of
+-- secumon_admin: only they can drop or change SecuMon), so that no other session can make the
+-- workers wait with an open `DROP EXTENSION IF EXISTS ...`.
 --
 -- On the timescaledb backend a plain `DROP EXTENSION secumon` would fail: the hypertables'
 -- chunks depend on them, and CASCADE would leave their compressed chunks behind. For exactly
--- that statement (the query is nothing else, so no other command can be mistaken for it) the
--- chunks go first, in the same transaction: a DROP that fails after all keeps them.
+-- that statement (the query is nothing else, and names this extension: unquoted in any case, or
+-- quoted as "secumon") the chunks go first, in the same transaction: a DROP that fails after all
+-- (not the owner, say) keeps them.
 CREATE FUNCTION secumon._extension_guard() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    dropped text;
     t text;
 BEGIN
+    IF NOT secumon._caller_is_operator() THEN
+        RETURN;
+    END IF;
     LOCK TABLE secumon._jobs IN ACCESS EXCLUSIVE MODE;
-    IF TG_TAG = 'DROP EXTENSION' AND secumon._storage_backend('metric_samples') = 'timescaledb'
-       AND current_query() ~* '^\s*drop\s+extension\s+(if\s+exists\s+)?("secumon"|secumon)(\s+(cascade|restrict))?\s*;?\s*$' THEN
+    IF TG_TAG <> 'DROP EXTENSION' OR secumon._storage_backend('metric_samples') <> 'timescaledb' THEN
+        RETURN;
+    END IF;
+    dropped := substring(current_query() FROM '(?i)^\s*drop\s+extension\s+(?:if\s+exists\s+)?("[^"]*"|[a-z_][a-z0-9_$]*)(?:\s+(?:cascade|restrict))?\s*;?\s*$');
+    IF dropped = '"secumon"' OR (left(dropped, 1) <> '"' AND lower(dropped) = 'secumon') THEN
         FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
             EXECUTE format('SELECT %I.drop_chunks(%L::regclass, older_than => now() + interval ''100 years'')',
                            secumon._timescaledb_schema(), format('secumon_partitions.%I', t));

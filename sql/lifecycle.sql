@@ -693,7 +693,7 @@ BEGIN
     IF NOT FOUND OR p.is_default OR (secumon._compression_layout(p.table_name)).group_column IS NULL THEN
         RAISE EXCEPTION '% is not a daily partition of metric_samples, disk_metrics, network_metrics or process_metrics', part
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'SELECT partition_name FROM secumon.partitions WHERE NOT is_default lists them.';
+                  HINT = 'SELECT partition FROM secumon.partitions WHERE NOT is_default lists them.';
     END IF;
     RETURN p;
 END
@@ -715,6 +715,9 @@ BEGIN
                   HINT = 'Set timescaledb.license = ''timescale'' in postgresql.conf, or keep the chunks uncompressed.';
     END IF;
     PERFORM secumon._bound_lock_wait();
+    IF compress THEN
+        PERFORM secumon._enable_columnstore(p.table_name);
+    END IF;
     EXECUTE format('SELECT %I.%I(%L::regclass)', secumon._timescaledb_schema(),
                    CASE WHEN compress THEN 'compress_chunk' ELSE 'decompress_chunk' END, p.partition);
     RETURN format('%s %s: %s -> %s bytes in %s', CASE WHEN compress THEN 'compressed' ELSE 'decompressed' END, p.partition, before,
@@ -884,14 +887,23 @@ BEGIN
                       table_name, secumon._timescaledb_license());
     END IF;
     -- A day's partition per run on the partitions backend (see above); TimescaleDB compresses a
-    -- chunk without locking the hypertable, so every chunk due.
+    -- chunk without locking the hypertable, so every chunk due, each in a subtransaction: a chunk
+    -- that a reader keeps locked ends the run with what is done (the next run goes on), unless it
+    -- is the first, when the job gives way (55P03) as on the partitions backend.
     FOR p IN SELECT pt.partition FROM secumon.partitions pt
               WHERE pt.table_name = _compress_due.table_name AND NOT pt.is_default AND NOT pt.compressed
                 AND pt.range_end <= now() - after
               ORDER BY pt.range_start
               LIMIT CASE secumon._storage_backend(_compress_due.table_name) WHEN 'partitions' THEN 1 END LOOP
-        last := secumon.compress_partition(p.partition);
-        done := done + 1;
+        BEGIN
+            last := secumon.compress_partition(p.partition);
+            done := done + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            IF done = 0 THEN
+                RAISE;
+            END IF;
+            EXIT;
+        END;
     END LOOP;
     RETURN format('%s: %s days compressed%s', table_name, done, coalesce(' (last ' || last || ')', ''));
 END

@@ -17,6 +17,8 @@ GRANT SELECT ON secumon.agents, secumon.tenants, secumon.metric_layouts, secumon
                 secumon.partitions, secumon.jobs, secumon.storage_policies
    TO secumon_reader, secumon_admin;
 GRANT EXECUTE ON FUNCTION secumon.health() TO secumon_reader, secumon_admin;
+-- secumon.partitions calls it, with the rights of whoever reads the view.
+GRANT EXECUTE ON FUNCTION secumon._hypertable_chunks() TO secumon_reader, secumon_admin;
 
 -- Admins: manage agents, tenants, storage policies and jobs, back-fill metrics.
 GRANT INSERT, UPDATE, DELETE ON secumon.agents, secumon.tenants, secumon.storage_policies TO secumon_admin;

@@ -87,6 +87,20 @@ RETURN (SELECT v.s FROM (VALUES ('metric_samples', 'agent_key'), ('disk_metrics'
                                 ('network_metrics', 'agent_id, interface'), ('process_metrics', 'agent_id')) AS v(t, s)
          WHERE v.t = table_name);
 
+-- Turns TimescaleDB's columnstore on for hypertable secumon_partitions.<table_name>, unless it
+-- is on: at CREATE EXTENSION under the Timescale license, or at the first compression after the
+-- license changed from apache.
+CREATE FUNCTION secumon._enable_columnstore(table_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT coalesce((SELECT h.compression_enabled FROM timescaledb_information.hypertables h
+                      WHERE h.hypertable_schema = 'secumon_partitions' AND h.hypertable_name = _enable_columnstore.table_name), false) THEN
+        EXECUTE format('ALTER TABLE secumon_partitions.%I SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
+                       'timescaledb.compress_orderby = ''time DESC'')', table_name, secumon._timescaledb_segment_by(table_name));
+    END IF;
+END
+$$;
+
 -- The timescaledb backend: turns secumon_partitions.<table> into hypertables of one-day chunks
 -- (set_chunk_time_interval() changes that), compressed by TimescaleDB's columnstore where the
 -- license allows it. Does nothing while pg_restore restores a TimescaleDB dump
@@ -105,8 +119,7 @@ BEGIN
         EXECUTE format('SELECT %1$I.create_hypertable(%2$L::regclass, %1$I.by_range(''time'', interval ''1 day''), create_default_indexes => false)',
                        ts, format('secumon_partitions.%I', t));
         IF secumon._timescaledb_license() = 'timescale' THEN
-            EXECUTE format('ALTER TABLE secumon_partitions.%I SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
-                           'timescaledb.compress_orderby = ''time DESC'')', t, secumon._timescaledb_segment_by(t));
+            PERFORM secumon._enable_columnstore(t);
         END IF;
     END LOOP;
     -- What TimescaleDB created for them (the compressed hypertables) is TimescaleDB's: pg_dump
@@ -132,6 +145,7 @@ DECLARE
     t text;
     old text;
     chunk text;
+    blockers text;
     acl record;
     metrics_view text := pg_get_viewdef('secumon.metrics'::regclass);
     moved bigint;
@@ -147,6 +161,31 @@ BEGIN
     END IF;
     IF secumon._storage_backend('metric_samples') = 'timescaledb' THEN
         RAISE EXCEPTION 'SecuMon''s storage is on TimescaleDB already' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF coalesce(current_setting('timescaledb.restoring', true), 'off') = 'on' THEN
+        RAISE EXCEPTION 'TimescaleDB is restoring a dump (timescaledb.restoring is on)' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Run SELECT timescaledb_post_restore() first.';
+    END IF;
+    -- What depends on the tables besides SecuMon's own objects (their partitions, types,
+    -- defaults, policies and secumon.metrics) would be lost with them: refuse, and name it.
+    SELECT string_agg(DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid), ', ') INTO blockers
+      FROM pg_depend d
+     WHERE d.refclassid = 'pg_class'::regclass
+       AND d.refobjid IN ('secumon.metric_samples'::regclass, 'secumon.disk_metrics'::regclass,
+                          'secumon.network_metrics'::regclass, 'secumon.process_metrics'::regclass)
+       AND d.deptype IN ('n', 'a')
+       AND NOT (d.classid = 'pg_class'::regclass
+                AND (SELECT c.relnamespace = 'secumon_partitions'::regnamespace FROM pg_class c WHERE c.oid = d.objid))
+       AND NOT (d.classid = 'pg_type'::regclass)
+       AND NOT (d.classid = 'pg_attrdef'::regclass)
+       AND NOT (d.classid = 'pg_policy'::regclass
+                AND (SELECT p.polname IN ('secumon_agent_tenant', 'secumon_operator') FROM pg_policy p WHERE p.oid = d.objid))
+       AND NOT (d.classid = 'pg_rewrite'::regclass
+                AND (SELECT r.ev_class = 'secumon.metrics'::regclass FROM pg_rewrite r WHERE r.oid = d.objid));
+    IF blockers IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot move SecuMon''s tables to TimescaleDB: other objects depend on them'
+            USING ERRCODE = 'dependent_objects_still_exist', DETAIL = blockers,
+                  HINT = 'Drop them, run secumon.adopt_timescaledb(), then create them again on the new relations.';
     END IF;
     -- Same order as secumon.ingest() writes the tables.
     FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
@@ -167,11 +206,26 @@ BEGIN
         PERFORM secumon._create_partition_indexes(t, t);
         EXECUTE format('ALTER EXTENSION secumon ADD TABLE secumon_partitions.%I', t);
         EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon.%I', t);
-        -- The same rights on the view as the table had.
-        FOR acl IN SELECT a.privilege_type, a.grantee::regrole::text AS grantee
+        -- The same rights on the view as the table had, columns' too, and the same comments.
+        FOR acl IN SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
+                          a.is_grantable, NULL::name AS col
                      FROM pg_class c, aclexplode(c.relacl) a
-                    WHERE c.oid = format('secumon.%I', old)::regclass AND a.grantee <> c.relowner AND a.grantee <> 0 LOOP
-            EXECUTE format('GRANT %s ON secumon.%I TO %s', acl.privilege_type, t, acl.grantee);
+                    WHERE c.oid = format('secumon.%I', old)::regclass AND a.grantee <> c.relowner
+                   UNION ALL
+                   SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+                          a.is_grantable, att.attname
+                     FROM pg_attribute att, aclexplode(att.attacl) a
+                    WHERE att.attrelid = format('secumon.%I', old)::regclass AND att.attnum > 0 AND att.attacl IS NOT NULL
+                      AND a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = att.attrelid) LOOP
+            EXECUTE format('GRANT %s%s ON secumon.%I TO %s%s', acl.privilege_type,
+                           CASE WHEN acl.col IS NULL THEN '' ELSE format(' (%I)', acl.col) END,
+                           t, acl.grantee, CASE WHEN acl.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+        FOR acl IN SELECT att.attname AS col, col_description(att.attrelid, att.attnum) AS description
+                     FROM pg_attribute att
+                    WHERE att.attrelid = format('secumon.%I', old)::regclass AND att.attnum > 0
+                      AND col_description(att.attrelid, att.attnum) IS NOT NULL LOOP
+            EXECUTE format('COMMENT ON COLUMN secumon.%I.%I IS %L', t, acl.col, acl.description);
         END LOOP;
     END LOOP;
     PERFORM secumon._make_hypertables();

@@ -55,6 +55,12 @@ fn both_backends_give_the_same_answers_on_the_same_data() {
         "expected no warning where timescaledb is not in the database"
     );
 
+    // A reader lists the partitions, or the chunks, on both.
+    cluster.psql("CREATE ROLE part_reader LOGIN IN ROLE secumon_reader");
+    for db in [TEST_DATABASE, "plain"] {
+        psql_on(&cluster, db, "SET ROLE part_reader; SELECT count(*) FROM secumon.partitions; RESET ROLE");
+    }
+
     let from = format!("'{day}'::timestamptz");
     let to = format!("'{day}'::timestamptz + interval '1 day'");
     let queries = [
@@ -193,6 +199,12 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
     }
     let peeked: Vec<String> = alice.query("SELECT DISTINCT agent FROM pg_temp.seen", &[]).expect("seen").iter().map(|r| r.get(0)).collect();
     assert_eq!(peeked, vec!["t1".to_string()], "expected alice's function to see only acme's rows");
+    // Whatever a DBA grants on the views, a tenant's session writes no metric row.
+    cluster.psql("GRANT INSERT, UPDATE ON secumon.disk_metrics TO web_alice");
+    let write = alice.batch_execute("INSERT INTO secumon.disk_metrics (time, agent_id, device, mountpoint) VALUES (now(), 't2', '/dev/x', '/')");
+    assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's INSERT refused as row-level security refuses it");
+    let write = alice.batch_execute("UPDATE secumon.disk_metrics SET usage_percent = 0");
+    assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's UPDATE refused");
     let chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'disk_metrics' LIMIT 1");
     for relation in ["secumon_partitions.metric_samples", "secumon_partitions.disk_metrics", chunk.as_str()] {
         let denied = alice.batch_execute(&format!("SELECT * FROM {relation}"));
@@ -204,7 +216,7 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
 
 #[test]
 fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
-    let cluster = timescaledb_cluster("apache");
+    let mut cluster = timescaledb_cluster("apache");
     let day = cluster.psql_one("SELECT date_trunc('day', now()) - interval '3 days'");
     cluster.psql(&history("a", &day));
     let storage = cluster.psql_one("SELECT secumon.health()->'storage'");
@@ -221,7 +233,7 @@ fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
     let refused = cluster.client().batch_execute(&format!("SELECT secumon.compress_partition('{chunk}')"));
     assert_eq!(sqlstate(&refused), Some("0A000".to_string()), "expected compress_partition refused under the Apache license");
 
-    // Retention is SecuMon's on this backend: it drops the expired chunk (drop_chunks).
+    // Retention is SecuMon's on this backend: it drops the expired chunk (drop_chunks); below.
     cluster.psql("UPDATE secumon.rollups SET late_margin = '0'");
     cluster.psql("UPDATE secumon.storage_policies SET retention = '2 days' WHERE table_name = 'metric_samples'");
     for rollup in ["metrics_5min", "metrics_1hour"] {
@@ -236,6 +248,13 @@ fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
         "0",
         "expected the rollups of the dropped chunk to stay"
     );
+
+    // Licensed later: the first compression turns the columnstore on.
+    cluster.psql(&history("l", &day));
+    cluster.psql("ALTER SYSTEM SET timescaledb.license = 'timescale'");
+    cluster.restart();
+    let result = cluster.psql_one("SELECT secumon._compress_due('metric_samples')");
+    assert!(result.contains("1 days compressed"), "{result}");
 }
 
 #[test]
@@ -258,7 +277,13 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         cluster.psql(&format!("SELECT secumon._compress_due('{table}')"));
     }
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "4");
-    cluster.psql("CREATE ROLE dashboards; GRANT SELECT ON secumon.disk_metrics TO dashboards");
+    cluster.psql(
+        "CREATE ROLE dashboards; GRANT SELECT ON secumon.disk_metrics TO dashboards WITH GRANT OPTION;
+         GRANT SELECT (agent_id, time) ON secumon.network_metrics TO dashboards;
+         GRANT SELECT ON secumon.process_metrics TO PUBLIC;
+         COMMENT ON COLUMN secumon.disk_metrics.usage_percent IS 'percent of the filesystem in use';
+         CREATE VIEW public.my_disks AS SELECT agent_id, time, usage_percent FROM secumon.disk_metrics",
+    );
     let queries = [
         "SELECT * FROM secumon.metrics",
         "SELECT * FROM secumon.disk_metrics",
@@ -273,6 +298,11 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
     cluster.psql("CREATE EXTENSION timescaledb");
     let warning = cluster.psql_one("SELECT secumon.health()->'storage'->>'warning'");
     assert!(warning.contains("stay on the partitions backend"), "{warning}");
+    // A view of the DBA's on a raw table would be lost: refused, and named.
+    let blocked = cluster.client().batch_execute("SELECT secumon.adopt_timescaledb()");
+    assert_eq!(sqlstate(&blocked), Some("2BP01".to_string()), "expected the move refused while a view depends on the tables");
+    assert!(error_text(blocked.as_ref().unwrap_err()).contains("my_disks"), "{:?}", blocked);
+    cluster.psql("DROP VIEW public.my_disks");
     let result = cluster.psql_one("SELECT secumon.adopt_timescaledb()");
     assert!(result.starts_with("moved to TimescaleDB hypertables"), "{result}");
     assert_eq!(cluster.psql_one("SELECT secumon.health()->'storage'->>'backend'"), "timescaledb");
@@ -282,8 +312,14 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "0");
     assert_eq!(cluster.psql_one("SELECT count(*) FROM pg_class WHERE relname ~ '^(metric_samples|disk_metrics|network_metrics|process_metrics)_([pc]2|default)'"), "0",
                "expected no day partition or compressed day left behind");
-    assert_eq!(cluster.psql_one("SELECT has_table_privilege('dashboards', 'secumon.disk_metrics', 'SELECT')"), "t");
-    cluster.psql("REVOKE SELECT ON secumon.disk_metrics FROM dashboards");
+    assert_eq!(cluster.psql_one("SELECT has_table_privilege('dashboards', 'secumon.disk_metrics', 'SELECT WITH GRANT OPTION')"), "t");
+    assert_eq!(cluster.psql_one("SELECT has_column_privilege('dashboards', 'secumon.network_metrics', 'agent_id', 'SELECT')"), "t");
+    assert_eq!(cluster.psql_one("SELECT has_table_privilege('public', 'secumon.process_metrics', 'SELECT')"), "t");
+    assert_eq!(cluster.psql_one("SELECT col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = 'secumon.disk_metrics'::regclass AND attname = 'usage_percent'"), "percent of the filesystem in use");
+    cluster.psql(
+        "REVOKE SELECT ON secumon.disk_metrics FROM dashboards CASCADE; REVOKE SELECT (agent_id, time) ON secumon.network_metrics FROM dashboards;
+         REVOKE SELECT ON secumon.process_metrics FROM PUBLIC; COMMENT ON COLUMN secumon.disk_metrics.usage_percent IS NULL",
+    );
     let again = cluster.client().batch_execute("SELECT secumon.adopt_timescaledb()");
     assert_eq!(sqlstate(&again), Some("55000".to_string()), "expected a second move refused");
 
@@ -367,8 +403,14 @@ fn drop_extension_takes_the_chunks_with_it_and_create_starts_afresh() {
     cluster.psql("CREATE EXTENSION secumon");
     assert_eq!(cluster.psql_one("SELECT secumon.health()->'storage'->>'backend'"), "timescaledb");
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.metrics"), "0");
-    // Another statement that merely names secumon drops nothing.
+    // Another statement that merely names secumon drops nothing, nor does anyone but an operator.
     cluster.psql(&history("e", &day));
+    let nobody = cluster.create_login_role("nobody", &[]);
+    let mut client = cluster.client_for(&nobody);
+    client.batch_execute("DROP EXTENSION IF EXISTS secumon").expect_err("only the owner drops SecuMon");
+    let mut client = cluster.client_for(&nobody);
+    client.batch_execute("DROP EXTENSION IF EXISTS \"SECUMON\"").expect("no such extension: a notice");
+    cluster.client().batch_execute("DROP EXTENSION IF EXISTS \"SECUMON\"").expect("no such extension: a notice");
     let refused = cluster.client().batch_execute("DROP EXTENSION timescaledb, secumon");
     assert!(refused.is_err(), "expected dropping both without CASCADE to be refused");
     assert_ne!(cluster.psql_one("SELECT count(*) FROM secumon.metrics"), "0", "expected the data kept");

@@ -5,10 +5,12 @@
 //! backends, and a real-time bucket and its materialised copy, give the same answers.
 
 /// The exact sum of the finite values added, kept as non-overlapping partials (usually one or
-/// two), in increasing magnitude.
+/// two), in increasing magnitude. Infinite or NaN terms, and a sum that overflows, are kept
+/// apart in `special`, which then is the sum, as a running sum would give it.
 #[derive(Clone, Debug, Default)]
 pub struct ExactSum {
     partials: Vec<f64>,
+    special: Option<f64>,
 }
 
 impl ExactSum {
@@ -18,10 +20,14 @@ impl ExactSum {
         s
     }
 
-    /// Adds a finite value (callers skip NaN and infinities). A sum whose partials overflow
-    /// becomes infinite, as a plain sum would.
+    /// Adds a value. An infinite or NaN one, or a sum that overflows, makes the sum infinite or
+    /// NaN, as a running sum would.
     #[inline]
     pub fn add(&mut self, value: f64) {
+        if !value.is_finite() {
+            self.add_special(value);
+            return;
+        }
         let mut x = value;
         let mut kept = 0;
         for j in 0..self.partials.len() {
@@ -30,6 +36,11 @@ impl ExactSum {
                 std::mem::swap(&mut x, &mut y);
             }
             let hi = x + y;
+            if !hi.is_finite() {
+                // Overflow: the exact sum is beyond f64, infinite as a running sum would be.
+                self.add_special(hi);
+                return;
+            }
             let lo = y - (hi - x);
             if lo != 0.0 {
                 self.partials[kept] = lo;
@@ -41,14 +52,25 @@ impl ExactSum {
         self.partials.push(x);
     }
 
+    fn add_special(&mut self, value: f64) {
+        self.special = Some(self.special.map_or(value, |s| s + value));
+        self.partials.clear();
+    }
+
     pub fn merge(&mut self, other: &ExactSum) {
+        if let Some(special) = other.special {
+            self.add_special(special);
+        }
         for &p in &other.partials {
             self.add(p);
         }
     }
 
-    /// The exact sum rounded to the nearest float (ties to even).
+    /// The exact sum rounded to the nearest float (ties to even); never -0.
     pub fn value(&self) -> f64 {
+        if let Some(special) = self.special {
+            return special;
+        }
         let p = &self.partials;
         let Some(&last) = p.last() else { return 0.0 };
         let mut n = p.len() - 1;
@@ -72,7 +94,7 @@ impl ExactSum {
                 hi = x;
             }
         }
-        hi
+        hi + 0.0
     }
 }
 
@@ -96,6 +118,20 @@ mod tests {
         // 2^53 + 1 + 2^-60 rounds up, not to even, because of the smallest part.
         assert_eq!(sum(&[9007199254740992.0, 1.0, 2f64.powi(-60)]), 9007199254740994.0);
         assert_eq!(sum(&[9007199254740992.0, 1.0]), 9007199254740992.0);
+    }
+
+    #[test]
+    fn infinities_nan_and_overflow_end_as_a_running_sum_would() {
+        assert_eq!(sum(&[1e308, 1e308]), f64::INFINITY);
+        assert_eq!(sum(&[1e308, 1e308, 1.0, -5.0]), f64::INFINITY);
+        assert_eq!(sum(&[-1e308, -1e308, 3.0]), f64::NEG_INFINITY);
+        assert_eq!(sum(&[1.0, f64::INFINITY]), f64::INFINITY);
+        assert!(sum(&[f64::INFINITY, f64::NEG_INFINITY]).is_nan());
+        assert!(sum(&[2.0, f64::NAN]).is_nan());
+        let mut merged = ExactSum::of(f64::INFINITY);
+        merged.merge(&ExactSum::of(2.5));
+        assert_eq!(merged.value(), f64::INFINITY);
+        assert_eq!(sum(&[-0.0]).to_bits(), 0.0f64.to_bits());
     }
 
     #[test]

@@ -438,6 +438,7 @@ mod tests {
         ("current_role", &["SELECT secumon.current_role()"]),
         ("_rls_open", &["SELECT secumon._rls_open()"]),
         ("_rls_bypassed", &["SELECT CASE WHEN secumon._rls_bypassed() THEN 'globex rows' END"]),
+        ("_hypertable_chunks", &["SELECT * FROM secumon._hypertable_chunks()"]),
         ("_rls_may_write", &["SELECT secumon._rls_may_write(true)", "SELECT secumon._rls_may_write(false)"]),
         ("_agent_key_visible", &["SELECT CASE WHEN secumon._agent_key_visible({agent_key}) THEN 'globex agent' END"]),
         ("_agent_id_visible", &["SELECT CASE WHEN secumon._agent_id_visible('tn-gx-1') THEN 'globex agent' END"]),
