@@ -598,28 +598,6 @@ BEGIN
 END
 $$;
 
--- Whether row-level security lets the current role through without any policy, as it does for
--- a superuser, a role with BYPASSRLS, and (by policy secumon_operator) secumon_admin's members.
--- The views of the timescaledb backend filter with it where the plain tables have policies.
-CREATE FUNCTION secumon._rls_bypassed() RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-RETURN coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user), false)
-    OR pg_has_role(current_user, 'secumon_admin', 'USAGE');
-
--- The timescaledb backend's stand-in for the policies' WITH CHECK ((SELECT secumon._rls_open()))
--- (a statement trigger on each hypertable): whatever rights a DBA grants on the views, a session
--- acting for a tenant writes no metric row, as row-level security refuses it on the plain backend.
-CREATE FUNCTION secumon._refuse_tenant_writes() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT (secumon._rls_open() OR secumon._rls_bypassed()) THEN
-        RAISE EXCEPTION 'new row violates row-level security policy for table "%"', TG_TABLE_NAME
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN NULL;
-END
-$$;
-
 -- The helper for tables whose rows belong to an agent (metrics, rollups): a row is visible when
 -- its agent (by agent_id or agent_key) belongs to the session's tenant — a hash lookup per row
 -- (secumon._agent_key_visible / _agent_id_visible), which keeps the superuser's plans (index scans per agent).

@@ -30,6 +30,8 @@ extension_sql_file!(
         auth::identity::current_user_id,
         auth::identity::current_secumon_role,
         auth::identity::_rls_open,
+        auth::identity::_rls_bypassed,
+        auth::identity::_refuse_tenant_writes,
         auth::identity::_rls_may_write,
         auth::tenancy::_agent_key_visible,
         auth::tenancy::_agent_id_visible,

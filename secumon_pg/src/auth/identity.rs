@@ -11,6 +11,7 @@
 //! backend's memory of handles, so it is immediate and survives a rollback.
 
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::cell::{Cell, RefCell};
@@ -420,6 +421,51 @@ fn _rls_may_write(admin_only: bool) -> bool {
         Some(c) => c.role == "admin" || (!admin_only && c.role == "user"),
         None => false,
     }
+}
+
+/// Whether row-level security lets the current role through without any policy, as it does for
+/// a superuser and a role with BYPASSRLS, or through policy secumon_operator (the privileges of
+/// secumon_admin). The views of the timescaledb backend filter with it where the plain tables
+/// have policies (docs/timescaledb.md).
+#[pg_extern(stable, parallel_safe)]
+fn _rls_bypassed() -> bool {
+    rls_bypassed()
+}
+
+fn rls_bypassed() -> bool {
+    // SAFETY: catalog lookups by OID of the current role; PostgreSQL raises (never returns
+    // garbage) if the catalogs cannot be read, and an unknown secumon_admin yields InvalidOid.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        if pg_sys::superuser_arg(user) || pg_sys::has_bypassrls_privilege(user) {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"secumon_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(user, admin)
+    }
+}
+
+/// The timescaledb backend's stand-in for the policies' `WITH CHECK ((SELECT secumon._rls_open()))`:
+/// a statement trigger on each hypertable (sql/auth.sql, secumon._enable_agent_rls). Whatever
+/// rights a DBA grants on the views, a session acting for a tenant writes no metric row, as
+/// row-level security refuses it on the plain backend. In Rust, as it runs for every statement
+/// of every report.
+#[pg_trigger]
+fn _refuse_tenant_writes<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    if !(_rls_open() || rls_bypassed()) {
+        let table = trigger.table_name()?;
+        errors::raise(
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("new row violates row-level security policy for table \"{table}\""),
+                "secumon._refuse_tenant_writes",
+            )
+            .set_hint("Metric rows are written by agents through secumon.ingest(), not by sessions acting for a tenant."),
+        );
+    }
+    Ok(None)
 }
 
 /// Whether whoever called the surrounding SECURITY DEFINER function is a SecuMon operator:
