@@ -604,29 +604,30 @@ $$;
 -- Only operators and SECURITY DEFINER write paths (secumon.ingest()) write these tables.
 CREATE FUNCTION secumon._enable_agent_rls(tbl regclass, agent_column name DEFAULT 'agent_id') RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind "char";
+    relname name;
+    visible text := format('secumon.%I(%I)', '_' || agent_column || '_visible', agent_column);
 BEGIN
     IF agent_column NOT IN ('agent_id', 'agent_key') THEN
         RAISE EXCEPTION 'agent_column must be agent_id or agent_key, not %', quote_ident(agent_column)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) = 'v' THEN
+    SELECT c.relkind, c.relname INTO kind, relname FROM pg_class c WHERE c.oid = tbl;
+    IF kind = 'v' THEN
         -- The timescaledb backend (sql/schema.sql): the view of the hypertable filters as the
         -- policies below do. It reads as its owner, so no client needs any right on the
         -- hypertable or its chunks; security_barrier keeps a caller's functions from seeing
-        -- rows before the filter has run.
+        -- rows before the filter has run. The trigger stands for the policies' WITH CHECK.
         EXECUTE format('CREATE OR REPLACE VIEW %s WITH (security_barrier = true) AS SELECT * FROM secumon_partitions.%I '
-                       'WHERE (SELECT secumon._rls_open() OR secumon._rls_bypassed()) OR secumon.%I(%I)',
-                       tbl, (SELECT c.relname FROM pg_class c WHERE c.oid = tbl), '_' || agent_column || '_visible', agent_column);
+                       'WHERE (SELECT secumon._rls_open() OR secumon._rls_bypassed()) OR %s', tbl, relname, visible);
         EXECUTE format('CREATE TRIGGER secumon_tenant_writes BEFORE INSERT OR UPDATE ON secumon_partitions.%I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION secumon._refuse_tenant_writes()',
-                       (SELECT c.relname FROM pg_class c WHERE c.oid = tbl));
-        EXECUTE format('GRANT SELECT ON %s TO secumon_web, secumon_reader', tbl);
-        RETURN;
+                       'FOR EACH STATEMENT EXECUTE FUNCTION secumon._refuse_tenant_writes()', relname);
+    ELSE
+        PERFORM secumon._rls_prepare(tbl);
+        EXECUTE format('CREATE POLICY secumon_agent_tenant ON %s USING ((SELECT secumon._rls_open()) OR %s) '
+                       'WITH CHECK ((SELECT secumon._rls_open()))', tbl, visible);
     END IF;
-    PERFORM secumon._rls_prepare(tbl);
-    EXECUTE format('CREATE POLICY secumon_agent_tenant ON %s USING ((SELECT secumon._rls_open()) OR secumon.%I(%I)) '
-                   'WITH CHECK ((SELECT secumon._rls_open()))',
-                   tbl, '_' || agent_column || '_visible', agent_column);
     EXECUTE format('GRANT SELECT ON %s TO secumon_web, secumon_reader', tbl);
 END
 $$;

@@ -244,7 +244,7 @@ BEGIN
     END IF;
     dropped := substring(current_query() FROM '(?i)^\s*drop\s+extension\s+(?:if\s+exists\s+)?("[^"]*"|[a-z_][a-z0-9_$]*)(?:\s+(?:cascade|restrict))?\s*;?\s*$');
     IF dropped = '"secumon"' OR (left(dropped, 1) <> '"' AND lower(dropped) = 'secumon') THEN
-        FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+        FOREACH t IN ARRAY secumon._raw_tables() LOOP
             EXECUTE format('SELECT %I.drop_chunks(%L::regclass, older_than => now() + interval ''100 years'')',
                            secumon._timescaledb_schema(), format('secumon_partitions.%I', t));
         END LOOP;

@@ -156,9 +156,16 @@ RETURN CASE WHEN (SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid 
                    WHERE n.nspname = 'secumon' AND c.relname = table_name) = 'v'
             THEN 'timescaledb' ELSE 'partitions' END;
 
+-- The raw metric tables, in the order secumon.ingest() writes them: whatever locks several of
+-- them takes their locks in this order.
+CREATE FUNCTION secumon._raw_tables() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'];
+
 -- Creates raw metric table secumon.<table_name> with `columns` on the backend this database
--- gets (see above). Indexes, hypertables and tenancy come later: secumon._create_raw_indexes,
--- secumon._make_hypertables, secumon._enable_agent_rls.
+-- gets (see above). Indexes, hypertables and tenancy come later (sql/storage.sql
+-- secumon._create_partition_indexes and secumon._make_hypertables, sql/auth.sql
+-- secumon._enable_agent_rls).
 CREATE FUNCTION secumon._create_raw_table(table_name text, columns text, description text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

@@ -71,7 +71,7 @@ $$;
 -- TimescaleDB gives each chunk the same. Created whatever the restore mode: a restored
 -- hypertable's new chunks take their indexes from it.
 SELECT secumon._create_partition_indexes(t, CASE secumon._storage_backend(t) WHEN 'partitions' THEN t || '_default' ELSE t END)
-  FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t;
+  FROM unnest(secumon._raw_tables()) AS t;
 
 -- The license of the TimescaleDB library this session loaded: 'timescale' (compression
 -- available) or 'apache' (hypertables only); 'apache' when it cannot be told.
@@ -114,7 +114,7 @@ BEGIN
     IF ts IS NULL OR coalesce(current_setting('timescaledb.restoring', true), 'off') = 'on' THEN
         RETURN;
     END IF;
-    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+    FOREACH t IN ARRAY secumon._raw_tables() LOOP
         CONTINUE WHEN secumon._storage_backend(t) <> 'timescaledb';
         EXECUTE format('SELECT %1$I.create_hypertable(%2$L::regclass, %1$I.by_range(''time'', interval ''1 day''), create_default_indexes => false)',
                        ts, format('secumon_partitions.%I', t));
@@ -171,8 +171,7 @@ BEGIN
     SELECT string_agg(DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid), ', ') INTO blockers
       FROM pg_depend d
      WHERE d.refclassid = 'pg_class'::regclass
-       AND d.refobjid IN ('secumon.metric_samples'::regclass, 'secumon.disk_metrics'::regclass,
-                          'secumon.network_metrics'::regclass, 'secumon.process_metrics'::regclass)
+       AND d.refobjid IN (SELECT format('secumon.%I', r)::regclass FROM unnest(secumon._raw_tables()) AS r)
        AND d.deptype IN ('n', 'a')
        AND NOT (d.classid = 'pg_class'::regclass
                 AND (SELECT c.relnamespace = 'secumon_partitions'::regnamespace FROM pg_class c WHERE c.oid = d.objid))
@@ -188,12 +187,12 @@ BEGIN
                   HINT = 'Drop them, run secumon.adopt_timescaledb(), then create them again on the new relations.';
     END IF;
     -- Same order as secumon.ingest() writes the tables.
-    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+    FOREACH t IN ARRAY secumon._raw_tables() LOOP
         EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', t);
     END LOOP;
     -- DROP ... CASCADE below names every partition it drops.
     PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
-    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+    FOREACH t IN ARRAY secumon._raw_tables() LOOP
         old := t || '_partitioned';
         EXECUTE format('ALTER TABLE secumon.%I RENAME TO %I', t, old);
         PERFORM secumon._create_raw_table(t, (SELECT string_agg(format('%I %s%s', a.attname, format_type(a.atttypid, a.atttypmod),
@@ -233,9 +232,11 @@ BEGIN
     PERFORM secumon._enable_agent_rls('secumon.disk_metrics');
     PERFORM secumon._enable_agent_rls('secumon.network_metrics');
     PERFORM secumon._enable_agent_rls('secumon.process_metrics');
+    -- secumon.metrics still reads the renamed tables: its definition as it was before the
+    -- renames binds it to the new view, from which it takes this backend's form.
     EXECUTE 'CREATE OR REPLACE VIEW secumon.metrics WITH (security_invoker = true) AS ' || metrics_view;
     PERFORM secumon._metrics_view_for_backend();
-    FOREACH t IN ARRAY ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'] LOOP
+    FOREACH t IN ARRAY secumon._raw_tables() LOOP
         old := t || '_partitioned';
         EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM secumon.%I', t, old);
         GET DIAGNOSTICS moved = ROW_COUNT;
@@ -380,7 +381,7 @@ BEGIN
     -- Same order as secumon.ingest() writes the tables, so lock waits can never form a cycle.
     FOR p IN SELECT sp.table_name, sp.premake_days FROM secumon.storage_policies sp
               WHERE sp.kind = 'raw' AND secumon._storage_backend(sp.table_name) = 'partitions'
-              ORDER BY array_position(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics'],
+              ORDER BY array_position(secumon._raw_tables(),
                                       sp.table_name) NULLS LAST, sp.table_name LOOP
         r := secumon._partition_upkeep_table(p.table_name, p.premake_days);
         created := created + r.created;
@@ -418,7 +419,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     ts name := secumon._timescaledb_schema();
 BEGIN
-    IF ts IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t
+    IF ts IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(secumon._raw_tables()) AS t
                                   WHERE secumon._storage_backend(t) = 'timescaledb') THEN
         RETURN;
     END IF;

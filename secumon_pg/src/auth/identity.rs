@@ -433,16 +433,11 @@ fn _rls_bypassed() -> bool {
 }
 
 fn rls_bypassed() -> bool {
-    // SAFETY: catalog lookups by OID of the current role; PostgreSQL raises (never returns
-    // garbage) if the catalogs cannot be read, and an unknown secumon_admin yields InvalidOid.
-    unsafe {
-        let user = pg_sys::GetUserId();
-        if pg_sys::superuser_arg(user) || pg_sys::has_bypassrls_privilege(user) {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(c"secumon_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(user, admin)
-    }
+    // SAFETY: GetUserId reads the backend's current role; has_bypassrls_privilege looks it up
+    // in the role cache and raises (never returns garbage) if the catalogs cannot be read.
+    let user = unsafe { pg_sys::GetUserId() };
+    let bypassrls = unsafe { pg_sys::has_bypassrls_privilege(user) };
+    bypassrls || has_operator_rights(user)
 }
 
 /// The timescaledb backend's stand-in for the policies' `WITH CHECK ((SELECT secumon._rls_open()))`:
@@ -477,13 +472,20 @@ fn _caller_is_operator() -> bool {
 }
 
 pub fn caller_is_operator() -> bool {
+    // SAFETY: reads the role the session acts as outside any SECURITY DEFINER function.
+    has_operator_rights(unsafe { pg_sys::GetOuterUserId() })
+}
+
+/// Whether `role` is a superuser or has the privileges of secumon_admin.
+fn has_operator_rights(role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups by role OID and name; PostgreSQL raises (never returns garbage)
+    // if the catalogs cannot be read, and a missing secumon_admin yields InvalidOid.
     unsafe {
-        let caller = pg_sys::GetOuterUserId();
-        if pg_sys::superuser_arg(caller) {
+        if pg_sys::superuser_arg(role) {
             return true;
         }
         let admin = pg_sys::get_role_oid(c"secumon_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(caller, admin)
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, admin)
     }
 }
 
