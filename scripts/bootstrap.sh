@@ -50,6 +50,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 
+if cargo clippy --version >/dev/null 2>&1; then
+    say "clippy present"
+else
+    say "installing clippy (rustup component add clippy)"
+    rustup component add clippy
+fi
+
 if cargo pgrx --version 2>/dev/null | grep -qx "cargo-pgrx $PGRX_VERSION"; then
     say "cargo-pgrx $PGRX_VERSION present"
 else

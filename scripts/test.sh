@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Runs every SecuMon test suite, in this order:
-#   1. plain unit tests of the workspace (agent and helper crates; no PostgreSQL needed)
+#   1. plain unit tests of the workspace (agent and helper crates; no PostgreSQL needed), and
+#      clippy over the workspace with warnings as errors (every unsafe block says why it is sound)
 #   2. the extension's #[pg_test]s (`cargo pgrx test pg15`, its own temporary cluster)
 #   3. installs the extension (debug build) into the system PostgreSQL 15 and builds the agent
-#   4. the end-to-end suite (tests/): real clusters, real agent, loopback only; then the suites
+#   4. the isolation specs (tests/isolation: pg_isolation_regress on a temporary cluster with
+#      the extension of step 3, scripts/isolation.sh)
+#   5. the end-to-end suite (tests/): real clusters, real agent, loopback only; then the suites
 #      whose answers must not depend on the storage backend again on the timescaledb backend
 #      (SECUMON_TEST_BACKEND=timescaledb; TimescaleDB 2.28.3 built by
 #      ../shared/timescaledb/install.sh, which step 3 runs)
-#   5. the Debian packages (tests/tests/packages.rs): scripts/build-packages.sh --debug from a
+#   6. the Debian packages (tests/tests/packages.rs): scripts/build-packages.sh --debug from a
 #      fresh copy of the checkout, lintian, dpkg -i, CREATE EXTENSION from the packaged library,
 #      the packaged agent run as its unit says, systemd-analyze, dpkg -r / -P, reinstall
 # Exits non-zero if anything failed and ends with one summary line.
 #
 # Step 2 installs a test build of the extension into the system PostgreSQL dirs; step 3
-# overwrites it with the normal build the end-to-end suite needs. Keep that order. Step 5
-# changes the system (packages, the `secumon` user), so it runs last; it purges its packages
-# and puts back the extension files of step 3 when it ends.
+# overwrites it with the normal build the isolation specs and the end-to-end suite need. Keep
+# that order. Step 6 changes the system (packages, the `secumon` user), so it runs last; it
+# purges its packages and puts back the extension files of step 3 when it ends.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -82,10 +85,17 @@ TIMESCALEDB_SUITES=(--test storage --test alerts --test custom_series --test ten
 
 step unit "unit tests (workspace without secumon, secumon-e2e)" \
     cargo test --workspace --exclude secumon --exclude secumon-e2e --no-fail-fast
+step clippy "clippy, warnings as errors (cargo clippy --workspace --all-targets)" \
+    cargo clippy --workspace --all-targets -- -D warnings
 step pgtest "extension #[pg_test]s (cargo pgrx test pg15)" run_pg_tests
 step install "install the extension for the e2e suite (scripts/install-extension.sh, debug)" install_extension
 step timescaledb "install TimescaleDB 2.28.3 (../shared/timescaledb/install.sh)" install_timescaledb
 step agent "build secumon-agent (debug)" cargo build -p secumon-agent
+if [[ ${status[install]} == ok ]]; then
+    step isolation "isolation specs (tests/isolation, pg_isolation_regress)" "$REPO/scripts/isolation.sh"
+else
+    skip isolation "isolation specs (tests/isolation, pg_isolation_regress)" "needs the installed extension"
+fi
 if [[ ${status[install]} == ok && ${status[agent]} == ok ]]; then
     step e2e "end-to-end tests (secumon-e2e)" cargo test -p secumon-e2e --no-fail-fast -- --test-threads=2
 else

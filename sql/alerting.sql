@@ -450,11 +450,9 @@ SELECT format($f$
     UNION ALL
     SELECT r.agent_key, r.series, r.series_key, r.time, r.value
       FROM (SELECT c.agent_key, c.series, c.series_key, c.time,
-                   CASE WHEN lag(c.time) OVER w IS NULL OR lag(c.counter) OVER w IS NULL OR c.counter IS NULL
-                          OR c.time = lag(c.time) OVER w THEN NULL
+                   CASE WHEN c.time = lag(c.time) OVER w THEN NULL
                         -- a counter that went down was reset (reboot, wrap): count from zero
-                        WHEN c.counter >= lag(c.counter) OVER w THEN c.counter - lag(c.counter) OVER w
-                        ELSE c.counter
+                        ELSE secumon._counter_delta_f(c.counter, lag(c.counter) OVER w)
                    END / extract(epoch FROM c.time - lag(c.time) OVER w) AS value
               FROM (SELECT a.agent_key, v.series, s.mountpoint AS series_key, s.time, v.counter
                       FROM secumon.disk_metrics s

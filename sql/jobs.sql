@@ -215,7 +215,7 @@ $$;
 COMMENT ON FUNCTION secumon.health() IS 'Extension version, background workers, jobs and data freshness as JSON.';
 
 -- DROP / ALTER EXTENSION locks secumon._jobs exclusively before it locks any other object, and
--- every worker transaction locks it ACCESS SHARE first (secumon_pg/src/worker.rs), so a worker
+-- every worker transaction locks it ACCESS SHARE first (secumon_pg/src/background.rs), so a worker
 -- cycle and the command wait for each other instead of deadlocking. No client has any privilege
 -- on _jobs (clients read the view secumon.jobs, which lets them lock it ACCESS SHARE at most), so
 -- no client can hold a lock that keeps the workers waiting; 0.1.0 used an advisory lock, which

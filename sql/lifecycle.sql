@@ -286,13 +286,20 @@ SELECT secumon._bucket('1 hour', d.time), d.agent_id, d.device, d.mountpoint,
  GROUP BY 1, 2, 3, 4
 $$;
 
--- Increase of a cumulative counter between two samples. A smaller value means the counter
--- restarted (reboot, driver reload, 32-bit wrap): everything counted since is new traffic.
+-- Increase of a cumulative counter between two samples: the one rule every rollup, rate and
+-- alert uses, for integer and float counters alike. A smaller value means the counter
+-- restarted (reboot, driver reload, 32-bit wrap): everything counted since is new traffic. A
+-- negative or missing value counts nothing.
+CREATE FUNCTION secumon._counter_increase(cur anycompatible, prev anycompatible) RETURNS anycompatible
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT CASE WHEN cur IS NULL OR prev IS NULL OR cur < 0 THEN NULL
+            WHEN cur >= prev THEN cur - prev
+            ELSE cur END
+$$;
+
 CREATE FUNCTION secumon.counter_delta(cur bigint, prev bigint) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN cur IS NULL OR prev IS NULL OR cur < 0 THEN NULL
-            WHEN cur >= prev THEN cur - prev
-            ELSE cur END;
+RETURN secumon._counter_increase(cur, prev);
 COMMENT ON FUNCTION secumon.counter_delta(bigint, bigint) IS 'Increase of a cumulative counter from prev to cur; a reset (cur < prev) counts cur.';
 
 -- Network totals per hour from counter deltas. Each delta belongs to the bucket of its later

@@ -231,7 +231,7 @@ COMMENT ON FUNCTION secumon.metric_history(text, text, timestamptz, timestamptz,
 
 CREATE FUNCTION secumon._counter_delta_f(cur float8, prev float8) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN cur IS NULL OR prev IS NULL OR cur < 0 THEN NULL WHEN cur >= prev THEN cur - prev ELSE cur END;
+RETURN secumon._counter_increase(cur, prev);
 
 -- Per-second rate of a counter: per step, the counter's increase (resets counted from zero,
 -- gaps longer than max_gap skipped) divided by the seconds it covers. metric is a counter
@@ -690,7 +690,8 @@ GRANT EXECUTE ON FUNCTION
     secumon._finest_tier(timestamptz), secumon._step(interval, integer, interval), secumon._bucket(interval, timestamptz),
     secumon._history(integer, bigint, timestamptz, timestamptz, integer),
     secumon._disk_history(text, text, timestamptz, timestamptz, integer),
-    secumon._counter_delta_f(float8, float8), secumon._series_id(text),
+    secumon._counter_delta_f(float8, float8), secumon._counter_increase(anycompatible, anycompatible),
+    secumon._series_id(text),
     secumon._parse_series(text), secumon._series_key(text, text, jsonb), secumon._label_string(jsonb),
     secumon._unescape_label(text), secumon._latest_report(integer, text, text),
     secumon._metric_summaries_from_raw(interval, timestamptz, timestamptz),

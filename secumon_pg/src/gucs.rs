@@ -1,10 +1,12 @@
 //! Server-wide settings. Each constant sits beside the setting it names.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use std::ffi::{c_char, c_void, CStr};
 use std::ffi::CString;
 
 /// Longest wait of a background worker's transaction for a lock another session holds (ms).
-/// Read by SQL (secumon._bound_lock_wait) and by the workers (worker.rs); registered here so
+/// Read by SQL (secumon._bound_lock_wait) and by the workers (background.rs); registered here so
 /// that it is documented and checked.
 pub static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(100);
 
@@ -176,6 +178,70 @@ pub static TRUSTED_PROXIES: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static SESSION_IDENTITY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub const SESSION_IDENTITY_NAME: &std::ffi::CStr = c"secumon.session_identity";
 
+/// Shortest accepted `secumon.jwt_secret`, in bytes (HS256 wants at least its 256-bit output).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether a value of `secumon.jwt_secret` from `source` would be stored where other roles can
+/// read it: `ALTER ROLE/DATABASE ... SET` (pg_db_role_setting, shown in pg_roles.rolconfig to
+/// everyone) and a function's `SET` clause (pg_proc.proconfig). PostgreSQL checks those
+/// commands' values with source PGC_S_TEST, and applies stored ones at connection start with
+/// the database and role sources. The configuration file and `ALTER SYSTEM` (PGC_S_FILE), the
+/// postmaster's command line and a superuser's own `SET` remain.
+fn readable_by_others(source: pg_sys::GucSource::Type) -> bool {
+    use pg_sys::GucSource::*;
+    matches!(source, PGC_S_GLOBAL | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_TEST)
+}
+
+/// Check hook of `secumon.jwt_secret`: refuses secrets shorter than 32 bytes, and any secret
+/// from a source that other roles can read (see [`readable_by_others`]); unsetting is always
+/// allowed, so a stored copy can be removed. The messages never repeat the value (PostgreSQL's
+/// default message would).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn check_jwt_secret(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the proposed value, itself NULL or a NUL-
+    // terminated string it owns for the duration of the call.
+    let len = unsafe {
+        match newval.as_ref().filter(|v| !v.is_null()) {
+            Some(v) => CStr::from_ptr(*v).to_bytes().len(),
+            None => 0,
+        }
+    };
+    if len > 0 && readable_by_others(source) {
+        // SAFETY: a check hook may set these (the GUC_check_errmsg macros do the same); pstrdup
+        // copies the static strings into the current memory context, where PostgreSQL frees them.
+        unsafe {
+            pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_CANT_CHANGE_RUNTIME_PARAM as i32);
+            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+                c"secumon.jwt_secret can only be set in the configuration file or with ALTER SYSTEM".as_ptr(),
+            );
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
+                c"ALTER ROLE ... SET, ALTER DATABASE ... SET and a function's SET clause store the value where every role can read it (pg_roles.rolconfig, pg_db_role_setting, pg_proc.proconfig)."
+                    .as_ptr(),
+            );
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
+                c"Run ALTER SYSTEM SET secumon.jwt_secret = '...' and SELECT pg_reload_conf(). Remove a stored copy with ALTER ROLE ... RESET secumon.jwt_secret or ALTER DATABASE ... RESET secumon.jwt_secret, and choose a new secret: the old one was readable."
+                    .as_ptr(),
+            );
+        }
+        return false;
+    }
+    if len == 0 || len >= MIN_SECRET_BYTES {
+        return true;
+    }
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string =
+            pg_sys::pstrdup(c"secumon.jwt_secret must be at least 32 bytes long".as_ptr());
+        pg_sys::GUC_check_errhint_string =
+            pg_sys::pstrdup(c"Use 32 or more random bytes, e.g. the output of: openssl rand -base64 48".as_ptr());
+    }
+    false
+}
+
 fn register_auth() {
     GucRegistry::define_bool_guc(
         c"secumon.auth_required",
@@ -194,7 +260,7 @@ fn register_auth() {
             &JWT_SECRET,
             GucContext::Suset,
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(crate::auth::keys::check_jwt_secret),
+            Some(check_jwt_secret),
             None,
             None,
         );

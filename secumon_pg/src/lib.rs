@@ -7,9 +7,12 @@ use pgrx::prelude::*;
 
 mod alerting;
 mod auth;
+mod background;
+mod errors;
 mod gucs;
 mod notify;
 mod query;
+mod scheduler;
 mod storage;
 mod worker;
 
@@ -18,7 +21,7 @@ mod worker;
 // The hand-written schema. Order matters: later files use earlier objects.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
-extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage", worker::_worker_lock_waits]);
+extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage", background::_worker_lock_waits]);
 extension_sql_file!(
     "../../sql/auth.sql",
     name = "auth",
@@ -62,9 +65,11 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     auth::init();
     // Workers can only be registered while the library is preloaded by the postmaster.
+    // SAFETY: a backend global set by the postmaster while it loads shared_preload_libraries; read
+    // only.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_all();
-        worker::init_shared_memory();
+        background::init_shared_memory();
         auth::init_shared_memory();
         notify::init_shared_memory();
     }

@@ -1,4 +1,4 @@
-//! Background-worker plumbing shared by every SecuMon worker.
+//! SecuMon's background workers: the launcher, and the entry point of each worker.
 //!
 //! The postmaster starts one `secumon launcher`, connected to no database. It waits until the
 //! database named by `secumon.database` exists (saying so in the log once a minute, not with a
@@ -7,68 +7,26 @@
 //! `pg_terminate_backend()`, an ERROR in a cycle, or a `DROP DATABASE ... WITH (FORCE)`. A
 //! worker's life is then tied to its own database only.
 //!
-//! Each worker runs its cycle every interval once [`ready`]: the extension is installed in its
-//! database, at the version of this library, and no `pg_restore` is loading that database.
+//! Each entry point hands its cycle to the capability that owns it (storage, alerting, notify);
+//! how a worker connects, waits and runs its transactions is in `background`.
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PgAtomic, PgTryBuilder};
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::{gucs, storage};
+use crate::background::{pid_slot, run_loop, start_worker, WORKERS};
+use crate::{alerting, gucs, notify, storage};
 
 /// A worker is started again no sooner than this after its previous start, so one that fails
 /// at once does not spin.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
-/// How often a worker looks again for CREATE EXTENSION secumon (or ALTER EXTENSION UPDATE).
-const WAIT_FOR_EXTENSION: Duration = Duration::from_secs(5);
-
 /// How often the launcher repeats that the workers' database does not exist.
 const MISSING_DATABASE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The workers SecuMon runs: (name shown in pg_stat_activity.backend_type, entry point).
-pub const WORKERS: &[(&str, &str)] = &[
-    ("secumon maintenance", "secumon_maintenance_main"),
-    ("secumon alert engine", "secumon_alert_engine_main"),
-    ("secumon notifier", "secumon_notifier_main"),
-];
-
 const LAUNCHER: &str = "secumon launcher";
-
-/// Process id of each running worker (index in [`WORKERS`]), 0 when none runs. A worker sets
-/// its slot when it starts and clears it when it exits, so a launcher that was itself restarted
-/// finds the workers its predecessor started instead of starting them twice.
-static MAINTENANCE_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_maintenance_pid") };
-static ALERT_ENGINE_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_alert_engine_pid") };
-static NOTIFIER_WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_notifier_worker_pid") };
-/// Since when (Unix seconds, 0: not) each worker has been giving way to another session's lock.
-static MAINTENANCE_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_maintenance_lock_wait") };
-static ALERT_ENGINE_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_alert_engine_lock_wait") };
-static NOTIFIER_WAITING: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"secumon_notifier_lock_wait") };
-static SHARED_MEMORY_READY: AtomicBool = AtomicBool::new(false);
-
-fn pid_slot(worker: usize) -> &'static AtomicI32 {
-    match worker {
-        0 => MAINTENANCE_PID.get(),
-        1 => ALERT_ENGINE_PID.get(),
-        _ => NOTIFIER_WORKER_PID.get(),
-    }
-}
-
-#[allow(unexpected_cfgs)] // pg_shmem_init! tests pg13…pg18 features this crate does not declare
-pub fn init_shared_memory() {
-    pg_shmem_init!(MAINTENANCE_PID = AtomicI32::new(0));
-    pg_shmem_init!(ALERT_ENGINE_PID = AtomicI32::new(0));
-    pg_shmem_init!(NOTIFIER_WORKER_PID = AtomicI32::new(0));
-    pg_shmem_init!(MAINTENANCE_WAITING = AtomicI64::new(0));
-    pg_shmem_init!(ALERT_ENGINE_WAITING = AtomicI64::new(0));
-    pg_shmem_init!(NOTIFIER_WAITING = AtomicI64::new(0));
-    SHARED_MEMORY_READY.store(true, Ordering::Release);
-}
 
 pub fn register_all() {
     BackgroundWorkerBuilder::new(LAUNCHER)
@@ -187,379 +145,7 @@ fn database_exists(name: &str) -> bool {
     })
 }
 
-/// Claims this worker's slot; the slot is cleared again when the process exits.
-fn claim_slot(index: usize) -> bool {
-    if !SHARED_MEMORY_READY.load(Ordering::Acquire) {
-        return true;
-    }
-    // SAFETY: MyProcPid is set for the life of this process.
-    let me = unsafe { pg_sys::MyProcPid };
-    if pid_slot(index).compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return false;
-    }
-    // SAFETY: registering a callback that only stores to shared memory; index is passed as the
-    // Datum argument and read back unchanged.
-    unsafe { pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(index)) };
-    true
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn release_slot(_code: std::os::raw::c_int, arg: pg_sys::Datum) {
-    let index = arg.value();
-    // SAFETY: MyProcPid is set for the life of this process.
-    let me = unsafe { pg_sys::MyProcPid };
-    let _ = pid_slot(index).compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
-}
-
-/// Connects a worker to its database; false if another process already runs this worker.
-pub fn start_worker() -> bool {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let name = BackgroundWorker::get_name();
-    let Some(index) = WORKERS.iter().position(|(n, _)| *n == name) else { return false };
-    if !claim_slot(index) {
-        return false;
-    }
-    BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
-    true
-}
-
-/// Runs `cycle` every `interval()` until SIGTERM or postmaster death.
-pub fn run_loop(interval: impl Fn() -> Duration, mut cycle: impl FnMut()) {
-    if !start_worker() {
-        return;
-    }
-    let mut readiness = Readiness::default();
-    let mut next_cycle = Instant::now();
-    loop {
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: called from the worker's main thread between transactions.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
-        // The latch is also set by things unrelated to this worker (signals, cache
-        // invalidation catch-up): cycles keep their own schedule.
-        if Instant::now() >= next_cycle {
-            if readiness.check() {
-                cycle();
-                next_cycle = Instant::now() + interval();
-            } else {
-                next_cycle = Instant::now() + interval().min(WAIT_FOR_EXTENSION);
-            }
-        }
-        let wait = next_cycle.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        if !BackgroundWorker::wait_latch(Some(wait)) {
-            break;
-        }
-    }
-}
-
-/// Why a worker is not running its cycles, logged once each time the reason changes.
-#[derive(Default)]
-pub struct Readiness {
-    last_reason: Option<String>,
-}
-
-impl Readiness {
-    /// True when the worker may run its cycle: see [`not_ready_reason`].
-    pub fn check(&mut self) -> bool {
-        let reason = not_ready_reason();
-        if reason != self.last_reason {
-            match &reason {
-                Some(reason) => log!("{}: {reason}", BackgroundWorker::get_name()),
-                None if self.last_reason.is_some() => log!("{}: running", BackgroundWorker::get_name()),
-                None => {}
-            }
-            self.last_reason = reason.clone();
-        }
-        reason.is_none()
-    }
-}
-
-/// None when the extension is installed in this database at this library's version and no
-/// pg_restore is loading the database; else what the worker waits for.
-fn not_ready_reason() -> Option<String> {
-    let state = match guarded_when(
-        |_| true,
-        || {
-            Spi::get_two::<String, bool>(
-                "SELECT e.extversion::text,
-                        EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
-                                 WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_restore')
-                   FROM pg_catalog.pg_extension e WHERE e.extname = 'secumon'",
-            )
-            .ok()
-        },
-    ) {
-        Ok(state) => state,
-        Err(GaveWay) => return Some("waiting for a lock another session holds (DROP or ALTER EXTENSION?)".into()),
-    };
-    let database = gucs::database();
-    match state.flatten() {
-        None | Some((None, _)) => Some(format!("waiting for CREATE EXTENSION secumon in database \"{database}\"")),
-        Some((Some(_), Some(true))) => Some(format!("paused while pg_restore loads database \"{database}\"")),
-        Some((Some(version), _)) if version != env!("CARGO_PKG_VERSION") => Some(format!(
-            "paused: database \"{database}\" has secumon {version}, this library is {}; run ALTER EXTENSION secumon UPDATE",
-            env!("CARGO_PKG_VERSION")
-        )),
-        Some(_) => None,
-    }
-}
-
-/// The table that orders worker transactions against DROP / ALTER EXTENSION secumon: workers
-/// lock it ACCESS SHARE first, the `secumon_extension_guard` event trigger (sql/jobs.sql) locks
-/// it ACCESS EXCLUSIVE before the command locks anything, so the two wait for each other instead
-/// of deadlocking over the extension's tables. Clients have no privilege on it (they read the
-/// view secumon.jobs), so none can hold a lock that keeps the workers waiting; 0.1.0 used an
-/// advisory lock, which any session could take and so stall every worker.
-const EXTENSION_LOCK_TABLE: &str = "secumon._jobs";
-
-/// Runs `body` in its own transaction if the extension is installed, else returns
-/// `R::default()` without touching any of its objects. A lock another session holds longer
-/// than `secumon.maintenance_lock_timeout` makes it give way: see [`try_guarded`].
-pub fn guarded<R: Default>(body: impl FnOnce() -> R) -> R {
-    try_guarded(body).unwrap_or_default()
-}
-
-/// Runs `body` in its own transaction if the extension is installed. None when it is not, or
-/// when `body` had to wait longer than `secumon.maintenance_lock_timeout` for a lock another
-/// session holds (a client's `LOCK TABLE`, an open transaction): its work is then rolled back,
-/// the wait is logged and shown by secumon.health(), and the caller tries again next cycle.
-pub fn try_guarded<R>(body: impl FnOnce() -> R) -> Option<R> {
-    guarded_when(|present| present, body).ok().flatten()
-}
-
-/// Why a worker transaction did not run: it gave way to another session's lock.
-pub struct GaveWay;
-
-/// Runs `body` in its own transaction, under the shared extension lock, if `wanted` says so of
-/// whether the extension is installed (Ok(None) otherwise); Err when it gave way to a lock.
-fn guarded_when<R>(wanted: impl FnOnce(bool) -> bool, body: impl FnOnce() -> R) -> Result<Option<R>, GaveWay> {
-    let work = std::panic::AssertUnwindSafe((wanted, body));
-    let outcome = BackgroundWorker::transaction(move || {
-        let (wanted, body) = { work }.0; // capture the unwind-safe wrapper whole, not its fields
-        bound_lock_waits();
-        let attempt = giving_way(|| {
-            // Two statements: the check must see the catalog as of after the lock was granted.
-            lock_extension_table();
-            let present =
-                Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'secumon')")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
-            if wanted(present) { Some(body()) } else { None }
-        });
-        match attempt {
-            Ok(result) => Ok(result),
-            Err(why) => Err((why, lock_holders())),
-        }
-    });
-    match outcome {
-        Ok(result) => {
-            lock_wait_ended();
-            Ok(result)
-        }
-        Err((why, holders)) => {
-            lock_wait_started(&why, &holders);
-            Err(GaveWay)
-        }
-    }
-}
-
-/// `lock_timeout` for the rest of the transaction: secumon.maintenance_lock_timeout.
-fn bound_lock_waits() {
-    let timeout = format!("{}ms", gucs::MAINTENANCE_LOCK_TIMEOUT.get().max(1));
-    if let Err(e) =
-        Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[timeout.as_str().into()])
-    {
-        warning!("secumon: cannot bound lock waits: {e}");
-    }
-}
-
-/// Locks [`EXTENSION_LOCK_TABLE`] ACCESS SHARE, if it exists (it does not before CREATE
-/// EXTENSION, when the workers only look for the extension).
-fn lock_extension_table() {
-    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
-        &[EXTENSION_LOCK_TABLE.into()],
-    )
-    .ok()
-    .flatten();
-    if let Some(oid) = oid {
-        // SAFETY: inside a transaction; locking an OID needs no open relation (and a dropped
-        // one is harmless: the extension check that follows sees the catalog after the lock).
-        unsafe { pg_sys::LockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-    }
-}
-
-/// Runs `f` in a subtransaction. A lock wait cut short by `lock_timeout` (SQLSTATE 55P03) or a
-/// deadlock (40P01) rolls the subtransaction back and returns its message; any other error is
-/// re-raised after the rollback, as before.
-fn giving_way<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    // SAFETY: the pattern of PL/pgSQL's exception blocks and PL/Python's subtransactions: begin
-    // an internal subtransaction, work in the caller's memory context, and on the way out (commit
-    // or rollback) restore that context and resource owner. pgrx has already copied and flushed
-    // the error state when it turned the ERROR into the unwinding that PgTryBuilder catches.
-    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
-    let restore = move || unsafe {
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    };
-    unsafe {
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-    }
-    let work = std::panic::AssertUnwindSafe(f);
-    PgTryBuilder::new(move || {
-        let result = ({ work }.0)();
-        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
-        restore();
-        Ok(result)
-    })
-    .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, move |error| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        Err(message(error))
-    })
-    // A deadlock with a client's transaction: the worker is the one to give way.
-    .catch_when(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, move |error| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        Err(message(error))
-    })
-    .catch_others(move |error| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        error.rethrow()
-    })
-    .execute()
-}
-
-fn message(error: CaughtError) -> String {
-    match error {
-        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report.message().to_string(),
-        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-    }
-}
-
-/// Who holds a lock that can hold a worker up, for the log line of a wait: granted locks of
-/// other sessions of this database in modes that conflict with reading or writing a table.
-fn lock_holders() -> String {
-    Spi::get_one::<String>(
-        "SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s) holds %s on %s', l.pid,
-                    coalesce(a.usename::text, 'unknown role'), l.mode, coalesce(l.relation::pg_catalog.regclass::text, l.locktype)), '; ')
-           FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-          WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-            AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-            AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "no session holds a table lock now".into())
-}
-
-/// A wait ends once the worker has gone this long without giving way (one transaction of a
-/// cycle may wait while the next does not: that is still one wait, logged once).
-const WAIT_ENDS_AFTER: Duration = Duration::from_secs(10);
-
-thread_local! {
-    /// When this worker started giving way to locks, while it does.
-    static WAITING_SINCE: std::cell::Cell<Option<std::time::SystemTime>> = const { std::cell::Cell::new(None) };
-    /// When it last gave way.
-    static LAST_GAVE_WAY: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-}
-
-fn lock_wait_started(why: &str, holders: &str) {
-    LAST_GAVE_WAY.set(Some(Instant::now()));
-    if WAITING_SINCE.get().is_none() {
-        let now = std::time::SystemTime::now();
-        WAITING_SINCE.set(Some(now));
-        let seconds = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if let Some(slot) = wait_slot() {
-            slot.store(seconds.max(1), Ordering::Release);
-        }
-        log!(
-            "{}: giving way to a lock held by another session ({why}); retrying every cycle until it is released. {holders}",
-            BackgroundWorker::get_name()
-        );
-    }
-}
-
-fn lock_wait_ended() {
-    if LAST_GAVE_WAY.get().is_some_and(|at| at.elapsed() < WAIT_ENDS_AFTER) {
-        return;
-    }
-    if let Some(since) = WAITING_SINCE.take() {
-        if let Some(slot) = wait_slot() {
-            slot.store(0, Ordering::Release);
-        }
-        log!(
-            "{}: no longer held up by another session's lock (after {} s)",
-            BackgroundWorker::get_name(),
-            since.elapsed().map_or(0, |d| d.as_secs())
-        );
-    }
-}
-
-/// This worker's "waiting for a lock since" slot in shared memory.
-fn wait_slot() -> Option<&'static AtomicI64> {
-    if !SHARED_MEMORY_READY.load(Ordering::Acquire) {
-        return None;
-    }
-    let name = BackgroundWorker::get_name();
-    match WORKERS.iter().position(|(n, _)| *n == name)? {
-        0 => Some(MAINTENANCE_WAITING.get()),
-        1 => Some(ALERT_ENGINE_WAITING.get()),
-        _ => Some(NOTIFIER_WAITING.get()),
-    }
-}
-
-/// For secumon.health(): since when each worker has been giving way to another session's lock
-/// (no row for a worker that is not waiting).
-#[pg_extern(volatile, parallel_safe)]
-fn _worker_lock_waits() -> TableIterator<'static, (name!(worker, String), name!(waiting_since, TimestampWithTimeZone))> {
-    let mut rows = Vec::new();
-    if SHARED_MEMORY_READY.load(Ordering::Acquire) {
-        let slots = [MAINTENANCE_WAITING.get(), ALERT_ENGINE_WAITING.get(), NOTIFIER_WAITING.get()];
-        for ((name, _), slot) in WORKERS.iter().zip(slots) {
-            let seconds = slot.load(Ordering::Acquire);
-            if seconds > 0 {
-                if let Ok(at) = TimestampWithTimeZone::try_from((seconds - 946_684_800) * 1_000_000) {
-                    rows.push((name.to_string(), at));
-                }
-            }
-        }
-    }
-    TableIterator::new(rows)
-}
-
-/// Names of the enabled jobs of `worker` that are due now.
-pub fn due_jobs(worker: &str) -> Vec<String> {
-    guarded(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT job_name FROM secumon._jobs WHERE worker = $1 AND enabled AND next_run <= now() ORDER BY next_run",
-                None,
-                &[worker.into()],
-            );
-            match rows {
-                Ok(rows) => rows.filter_map(|row| row.get::<String>(1).ok().flatten()).collect(),
-                Err(e) => {
-                    warning!("secumon: cannot read the job list: {e}");
-                    Vec::new()
-                }
-            }
-        })
-    })
-}
-
-/// Runs one job in its own transaction; the job records its own success or failure.
-pub fn run_job(job: &str) {
-    guarded(|| {
-        if let Err(e) = Spi::run_with_args("SELECT secumon._run_job_recorded($1)", &[job.into()]) {
-            warning!("secumon: job {job} could not be run: {e}");
-        }
-    });
-}
-
+/// The maintenance worker: the storage jobs (partitions, rollups, compression, retention).
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn secumon_maintenance_main(_arg: pg_sys::Datum) {
@@ -574,6 +160,14 @@ pub extern "C-unwind" fn secumon_maintenance_main(_arg: pg_sys::Datum) {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn secumon_notifier_main(_arg: pg_sys::Datum) {
     if start_worker() {
-        crate::notify::dispatcher::run();
+        notify::dispatcher::run();
     }
+}
+
+/// The alert engine: evaluates the rules every `secumon.alert_interval`.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn secumon_alert_engine_main(_arg: pg_sys::Datum) {
+    let mut engine = alerting::Engine::default();
+    run_loop(alerting::interval, || engine.cycle());
 }

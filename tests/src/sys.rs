@@ -30,6 +30,8 @@ pub fn postgres_ids() -> (u32, u32) {
         !entry.is_null(),
         "expected an OS user `{POSTGRES_USER}` (install postgresql-15); none found"
     );
+    // SAFETY: getpwnam returned a non-NULL entry (asserted above), valid until the next getpw*
+    // call; only two integers are copied out.
     unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
 }
 

@@ -482,7 +482,7 @@ fn probes_report_up_status_latency_and_certificate_days() {
         "200 is up; log:\n{stderr}"
     );
     assert_eq!(probe("probe.http_status_code", &plain_labels), Some(200.0));
-    assert!(probe("probe.duration_seconds", &plain_labels).is_some_and(|d| d >= 0.0 && d < 5.0));
+    assert!(probe("probe.duration_seconds", &plain_labels).is_some_and(|d| (0.0..5.0).contains(&d)));
     assert_eq!(
         probe("probe.tls_cert_days_left", &plain_labels),
         None,
@@ -589,7 +589,7 @@ fn probes_report_up_status_latency_and_certificate_days() {
             "ICMP to 127.0.0.1 is up; log:\n{stderr}"
         );
         assert_eq!(probe("probe.packet_loss_percent", &icmp), Some(0.0));
-        assert!(probe("probe.rtt_seconds", &icmp).is_some_and(|r| r >= 0.0 && r < 1.0));
+        assert!(probe("probe.rtt_seconds", &icmp).is_some_and(|r| (0.0..1.0).contains(&r)));
     }
     assert!(
         host_series_count(&cluster, a) > 5,

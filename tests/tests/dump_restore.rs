@@ -147,11 +147,11 @@ fn data_differences(
         .filter(|t| source_columns.contains_key(t) && restored.contains_key(t))
         .collect();
     // Rows of leaf tables say more than the same rows again through their parent.
-    let mut shown = 0;
-    for table in tables
+    for (shown, table) in tables
         .iter()
         .filter(|t| t.starts_with("secumon."))
         .chain(tables.iter().filter(|t| !t.starts_with("secumon.")))
+        .enumerate()
     {
         if shown == 8 {
             text.push_str(&format!(
@@ -170,7 +170,6 @@ fn data_differences(
             cols.join(", "),
             rows_diff("source", &left, "restored", &right, 5)
         ));
-        shown += 1;
     }
     Some(text)
 }

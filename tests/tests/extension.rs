@@ -36,6 +36,9 @@ fn checkout_version() -> String {
     }
 }
 
+/// What the maintenance worker logs while the extension does not exist in its database.
+const WAITING_FOR_EXTENSION: &str = "secumon maintenance: waiting for CREATE EXTENSION secumon";
+
 #[test]
 fn extension_installs_with_versioned_sql() {
     let cluster = Cluster::start();
@@ -98,9 +101,17 @@ fn extension_installs_with_versioned_sql() {
 #[test]
 fn worker_resumes_after_extension_is_recreated() {
     let cluster = Cluster::start();
+    // The worker runs before the drop (it may have started before CREATE EXTENSION and said
+    // that it waits for it already).
+    cluster.wait_for_job_success("partition_upkeep", Duration::from_secs(30));
+    let noticed = || cluster.log().matches(WAITING_FOR_EXTENSION).count();
+    let before = noticed();
     cluster.psql("DROP EXTENSION secumon CASCADE");
-    // Let the worker notice the extension is gone before it comes back.
-    std::thread::sleep(Duration::from_secs(2));
+    // The worker notices the extension is gone before it comes back.
+    assert!(
+        wait_until(Duration::from_secs(30), || noticed() > before),
+        "expected the maintenance worker to log that it waits for CREATE EXTENSION"
+    );
     cluster.psql("CREATE EXTENSION secumon");
     cluster.wait_for_job_success("partition_upkeep", Duration::from_secs(30));
 }
@@ -148,7 +159,11 @@ fn health_reports_version_and_running_workers() {
 #[test]
 fn workers_wait_quietly_until_the_extension_is_created() {
     let cluster = Cluster::builder().without_create_extension().start();
-    std::thread::sleep(Duration::from_secs(3));
+    // Once the maintenance worker says what it waits for, it has looked for the extension.
+    assert!(
+        wait_until(Duration::from_secs(30), || cluster.log().contains(WAITING_FOR_EXTENSION)),
+        "expected the maintenance worker to log that it waits for CREATE EXTENSION"
+    );
     let complaints: Vec<String> = cluster
         .log()
         .lines()

@@ -377,9 +377,8 @@ fn schema_diff(
     for key in &changed {
         text.push_str(&format!("  different: {key}\n"));
     }
-    let mut shown = 0;
     let budget = 12;
-    for key in only_left.iter().chain(&only_right).chain(&changed) {
+    for (shown, key) in only_left.iter().chain(&only_right).chain(&changed).enumerate() {
         if shown == budget {
             text.push_str(&format!(
                 "\n… {} more not shown\n",
@@ -397,7 +396,6 @@ fn schema_diff(
             text.push_str(&format!("\n… ({} more diff lines)", lines.len() - 60));
         }
         text.push('\n');
-        shown += 1;
     }
     Some(text)
 }

@@ -581,7 +581,10 @@ const BARE_ROWS_SQL: &str = "SELECT bench.ingest($1::text, $2::timestamptz, $8::
 /// One more ingest pass with pg_stat_statements timing the statements inside secumon.ingest()
 /// (None when pg_stat_statements is not preloaded). Returns (statement, mean us per report,
 /// share of the top-level call's time) for the statements run at least once per report.
-fn profile_pass(conninfo: &str, run: &mut dyn FnMut(&(dyn Fn(&mut Db, &Report) + Sync)) -> Pass)
+/// Writes one report over one connection.
+type WriteReport = dyn Fn(&mut Db, &Report) + Sync;
+
+fn profile_pass(conninfo: &str, run: &mut dyn FnMut(&WriteReport) -> Pass)
     -> Option<Vec<(String, f64, f64)>> {
     let mut c = postgres::Client::connect(conninfo, postgres::NoTls).ok()?;
     c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").ok()?;

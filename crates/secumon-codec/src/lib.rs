@@ -9,6 +9,7 @@
 //! - [`summary`]: the per-series rollup state (count, sum, min, max, sketch) of one agent and
 //!   bucket, which merges exactly from finer buckets into coarser ones.
 //! - [`lttb`]: Largest-Triangle-Three-Buckets downsampling for charts.
+//! - [`range`]: the time range a query's conditions leave, and which chunks it can touch.
 //!
 //! Every decoder returns [`DecodeError`] on malformed input instead of panicking: the bytes come
 //! from the database, and a damaged value must surface as an SQL error, not a crash.
@@ -18,6 +19,7 @@ pub mod chunk;
 pub mod floats;
 pub mod ints;
 pub mod lttb;
+pub mod range;
 pub mod sketch;
 pub mod fsum;
 pub mod summary;

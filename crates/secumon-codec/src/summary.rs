@@ -138,8 +138,8 @@ fn encode<'a>(series: impl Iterator<Item = (i64, &'a SeriesStats)>) -> Vec<u8> {
     let mut prev = 0i64;
     let mut sk = Vec::new();
     for (id, s) in series {
-        put_varint(&mut out, (id as i64 - prev) as u64);
-        prev = id as i64;
+        put_varint(&mut out, (id - prev) as u64);
+        prev = id;
         put_f64(&mut out, s.sum());
         sk.clear();
         s.sketch.encode(&mut sk);

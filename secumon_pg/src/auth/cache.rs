@@ -97,11 +97,15 @@ pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
         fn drop(&mut self) {
             // Also on unwinding from an ERROR; PostgreSQL's (sub)transaction abort would
             // restore the user as well.
+            // SAFETY: restores the user and security context saved by GetUserIdAndSecContext below,
+            // in the backend that saved them.
             unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
         }
     }
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
+    // SAFETY: both calls only read or set the backend's current-user globals; the guard above puts
+    // the saved values back, also when an ERROR unwinds.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(

@@ -15,6 +15,8 @@ static mut PREVIOUS_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
 
 /// Installs the log hook below; call from _PG_init (in every backend that loads the library).
 pub fn install_log_hook() {
+    // SAFETY: _PG_init runs once per backend, single-threaded, before any statement: nothing else
+    // reads or writes emit_log_hook meanwhile, and the previous hook is chained, not lost.
     unsafe {
         PREVIOUS_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
         pg_sys::emit_log_hook = Some(hide_secrets);
@@ -27,6 +29,8 @@ pub fn install_log_hook() {
 /// errors and the auth module's own log lines are logged without statement and context.
 #[pg_guard]
 unsafe extern "C-unwind" fn hide_secrets(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: PostgreSQL calls the hook with a valid ErrorData (or NULL, which as_mut() turns into
+    // None) on the backend's only thread; the previous hook is called with the same pointer.
     unsafe {
         if let Some(e) = edata.as_mut() {
             // The flag is set right before the message it is for, so this is that message.
@@ -49,7 +53,7 @@ unsafe extern "C-unwind" fn hide_secrets(edata: *mut pg_sys::ErrorData) {
 /// Raises `report` with its statement kept out of the server log (it may hold a password).
 pub fn raise_hiding_statement(report: ErrorReport) -> ! {
     HIDE_NEXT_STATEMENT.set(true);
-    raise(report)
+    crate::errors::raise_report(report)
 }
 
 /// Message of every refused login (unknown user, wrong password, inactive, throttled).
@@ -60,7 +64,7 @@ pub const TOKEN_INVALID: &str = "invalid or expired token";
 
 /// Raises SQLSTATE 28P01 with the generic login message.
 pub fn login_failed() -> ! {
-    raise(
+    crate::errors::raise_report(
         ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PASSWORD, LOGIN_FAILED, "secumon.login")
             .set_hint("Check the username and password. After repeated failures logins are refused for a while."),
     )
@@ -68,7 +72,7 @@ pub fn login_failed() -> ! {
 
 /// Raises SQLSTATE 28000 with the generic token message.
 pub fn token_invalid() -> ! {
-    raise(
+    crate::errors::raise_report(
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             TOKEN_INVALID,
@@ -80,13 +84,7 @@ pub fn token_invalid() -> ! {
 
 /// Raises SQLSTATE 22023 (invalid_parameter_value) with a hint.
 pub fn invalid_parameter(message: String, hint: &str) -> ! {
-    raise(ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, "secumon.auth").set_hint(hint))
-}
-
-/// Raises an internal error with a SQLSTATE other than XX000 where the user can act.
-pub fn raise(report: ErrorReport) -> ! {
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) returned")
+    crate::errors::raise_report(ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, "secumon.auth").set_hint(hint))
 }
 
 /// A line for the server log only; never sent to the client, whatever client_min_messages says.

@@ -83,6 +83,8 @@ fn bump_identity_epoch() {
 /// Identifies "the same statement, same identity": while it is unchanged, so is the session's
 /// tenant.
 pub fn statement_key() -> (i64, u32, u64, u64) {
+    // SAFETY: four reads of backend globals (statement start, subtransaction and command ids,
+    // identity handle); no pointers.
     unsafe {
         (
             pg_sys::GetCurrentStatementStartTimestamp(),
@@ -115,6 +117,7 @@ pub fn statement_tenant() -> Option<Rc<str>> {
 
 /// Unix time at the start of the current transaction: stable within a statement, like now().
 pub fn transaction_time() -> i64 {
+    // SAFETY: reads the start time of the current transaction, a backend global; no pointers.
     let micros = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX
 }
@@ -436,6 +439,8 @@ fn rls_bypassed() -> bool {
     // SAFETY: GetUserId reads the backend's current role; has_bypassrls_privilege looks it up
     // in the role cache and raises (never returns garbage) if the catalogs cannot be read.
     let user = unsafe { pg_sys::GetUserId() };
+    // SAFETY: see the comment above: the role cache lookup raises on failure instead of returning
+    // garbage.
     let bypassrls = unsafe { pg_sys::has_bypassrls_privilege(user) };
     bypassrls || has_operator_rights(user)
 }
@@ -451,7 +456,7 @@ fn _refuse_tenant_writes<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::PgTriggerError> {
     if !(_rls_open() || rls_bypassed()) {
         let table = trigger.table_name()?;
-        errors::raise(
+        crate::errors::raise_report(
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("new row violates row-level security policy for table \"{table}\""),

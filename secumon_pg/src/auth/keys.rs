@@ -6,13 +6,10 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::CStr;
 
 use super::{cache, errors};
 use crate::gucs;
-
-/// Shortest accepted `secumon.jwt_secret`, in bytes (HS256 wants at least its 256-bit output).
-pub const MIN_SECRET_BYTES: usize = 32;
 
 struct TableKey {
     kid: String,
@@ -32,69 +29,13 @@ thread_local! {
     static GUC_KEY: RefCell<Option<(Vec<u8>, String)>> = const { RefCell::new(None) };
 }
 
-/// Whether a value of `secumon.jwt_secret` from `source` would be stored where other roles can
-/// read it: `ALTER ROLE/DATABASE ... SET` (pg_db_role_setting, shown in pg_roles.rolconfig to
-/// everyone) and a function's `SET` clause (pg_proc.proconfig). PostgreSQL checks those
-/// commands' values with source PGC_S_TEST, and applies stored ones at connection start with
-/// the database and role sources. The configuration file and `ALTER SYSTEM` (PGC_S_FILE), the
-/// postmaster's command line and a superuser's own `SET` remain.
-fn readable_by_others(source: pg_sys::GucSource::Type) -> bool {
-    use pg_sys::GucSource::*;
-    matches!(source, PGC_S_GLOBAL | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER | PGC_S_TEST)
-}
-
-/// Check hook of `secumon.jwt_secret`: refuses secrets shorter than 32 bytes, and any secret
-/// from a source that other roles can read (see [`readable_by_others`]); unsetting is always
-/// allowed, so a stored copy can be removed. The messages never repeat the value (PostgreSQL's
-/// default message would).
-#[pg_guard]
-pub unsafe extern "C-unwind" fn check_jwt_secret(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    let len = unsafe {
-        match newval.as_ref().filter(|v| !v.is_null()) {
-            Some(v) => CStr::from_ptr(*v).to_bytes().len(),
-            None => 0,
-        }
-    };
-    if len > 0 && readable_by_others(source) {
-        unsafe {
-            pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_CANT_CHANGE_RUNTIME_PARAM as i32);
-            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-                c"secumon.jwt_secret can only be set in the configuration file or with ALTER SYSTEM".as_ptr(),
-            );
-            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
-                c"ALTER ROLE ... SET, ALTER DATABASE ... SET and a function's SET clause store the value where every role can read it (pg_roles.rolconfig, pg_db_role_setting, pg_proc.proconfig)."
-                    .as_ptr(),
-            );
-            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
-                c"Run ALTER SYSTEM SET secumon.jwt_secret = '...' and SELECT pg_reload_conf(). Remove a stored copy with ALTER ROLE ... RESET secumon.jwt_secret or ALTER DATABASE ... RESET secumon.jwt_secret, and choose a new secret: the old one was readable."
-                    .as_ptr(),
-            );
-        }
-        return false;
-    }
-    if len == 0 || len >= MIN_SECRET_BYTES {
-        return true;
-    }
-    unsafe {
-        pg_sys::GUC_check_errmsg_string =
-            pg_sys::pstrdup(c"secumon.jwt_secret must be at least 32 bytes long".as_ptr());
-        pg_sys::GUC_check_errhint_string =
-            pg_sys::pstrdup(c"Use 32 or more random bytes, e.g. the output of: openssl rand -base64 48".as_ptr());
-    }
-    false
-}
-
 /// The GUC secret and its kid, when `secumon.jwt_secret` is set.
 fn guc_key() -> Option<(String, Vec<u8>)> {
     let secret = gucs::JWT_SECRET.get()?.into_bytes();
     if secret.is_empty() {
         return None;
     }
-    if secret.len() < MIN_SECRET_BYTES {
+    if secret.len() < gucs::MIN_SECRET_BYTES {
         // Only reachable if the check hook was bypassed (e.g. a placeholder set before loading).
         errors::invalid_parameter(
             "secumon.jwt_secret must be at least 32 bytes long".into(),
@@ -185,7 +126,7 @@ pub fn signing_key() -> (String, Vec<u8>) {
         // restored database holds exactly the keys of its dump.
         let created = cache::as_extension_owner(|| Spi::run("SELECT secumon._create_first_signing_key()"));
         if let Err(e) = created {
-            errors::raise(pgrx::pg_sys::panic::ErrorReport::new(
+            crate::errors::raise_report(pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("could not create the first signing key: {e}"),
                 "secumon.login",
@@ -195,7 +136,7 @@ pub fn signing_key() -> (String, Vec<u8>) {
     }
     match current {
         Some(key) => key,
-        None => errors::raise(
+        None => crate::errors::raise_report(
             pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "SecuMon has no signing key",
@@ -260,7 +201,7 @@ pub fn configuration_file_key() -> Option<Vec<u8>> {
                 return None;
             }
             let bytes = CStr::from_ptr(value).to_bytes();
-            return (bytes.len() >= MIN_SECRET_BYTES).then(|| bytes.to_vec());
+            return (bytes.len() >= gucs::MIN_SECRET_BYTES).then(|| bytes.to_vec());
         }
     }
     None
@@ -270,7 +211,7 @@ pub fn configuration_file_key() -> Option<Vec<u8>> {
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     if let Err(e) = getrandom::fill(&mut bytes) {
-        errors::raise(pgrx::pg_sys::panic::ErrorReport::new(
+        crate::errors::raise_report(pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
             format!("could not read random bytes from the operating system: {e}"),
             "secumon.auth",

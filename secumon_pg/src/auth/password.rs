@@ -59,7 +59,7 @@ fn _password_hash(password: Option<&str>, enforce_policy: bool) -> String {
     }
     match bcrypt::hash(password, cost()) {
         Ok(hash) => hash,
-        Err(e) => errors::raise(pgrx::pg_sys::panic::ErrorReport::new(
+        Err(e) => crate::errors::raise_report(pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             format!("could not hash the password: {e}"),
             "secumon.auth",

@@ -14,6 +14,8 @@ use super::errors;
 /// Returns false (and logs) when no worker slot is free.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _revoke_family_in_background(family: pgrx::Uuid) -> bool {
+    // SAFETY: MyDatabaseId is set once the backend has connected to its database, which it has when
+    // it runs SQL.
     let database = unsafe { pg_sys::MyDatabaseId };
     let started = BackgroundWorkerBuilder::new("secumon token revoker")
         .set_type("secumon token revoker")

@@ -79,6 +79,8 @@ impl Default for Table {
 // SAFETY: plain old data, no pointers.
 unsafe impl PGRXSharedMemory for Table {}
 
+// SAFETY: the name is a unique, NUL-terminated static; pg_shmem_init! in init_shared_memory
+// attaches the lock before any backend uses it.
 static TABLE: PgLwLock<Table> = unsafe { PgLwLock::new(c"secumon_login_throttle") };
 /// Set by the postmaster while preloading; inherited by every backend it forks.
 static AVAILABLE: AtomicBool = AtomicBool::new(false);
@@ -92,7 +94,7 @@ pub fn init() {
 
 fn table_or_raise() -> &'static PgLwLock<Table> {
     if !AVAILABLE.load(Ordering::Relaxed) {
-        errors::raise(
+        crate::errors::raise_report(
             pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "SecuMon logins need secumon in shared_preload_libraries",
@@ -131,6 +133,7 @@ fn settings() -> (i64, u32, u32) {
 /// Microseconds since 2000-01-01 (PostgreSQL's timestamptz). Wall clock, not transaction
 /// time: locks must expire for a long-running session too.
 fn now() -> i64 {
+    // SAFETY: reads the system clock through PostgreSQL; no pointers.
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
@@ -250,7 +253,7 @@ fn _login_succeeded(username: &str) {
 
 fn require_operator() {
     if !identity::caller_is_operator() {
-        errors::raise(
+        crate::errors::raise_report(
             pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 "only superusers and members of secumon_admin may inspect or clear login locks",

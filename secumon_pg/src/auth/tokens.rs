@@ -46,7 +46,7 @@ fn _sign_access_token(
     let (kid, secret) = keys::signing_key();
     match jwt::sign(&claims, &kid, &secret) {
         Ok(token) => TableIterator::once((token, timestamp(exp))),
-        Err(e) => errors::raise(pgrx::pg_sys::panic::ErrorReport::new(
+        Err(e) => crate::errors::raise_report(pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             format!("could not sign the access token: {e}"),
             "secumon.login",

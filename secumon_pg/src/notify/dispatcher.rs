@@ -24,7 +24,8 @@ use secumon_notify_core::{self as notify_core, Outcome, RetryPolicy, Step};
 use serde_json::{json, Value};
 
 use super::gucs;
-use crate::worker;
+use crate::background::{self, guarded, try_guarded};
+use crate::scheduler;
 
 /// Name of this worker in `secumon._jobs.worker`.
 pub const WORKER: &str = "notifier";
@@ -118,16 +119,19 @@ pub struct Dispatcher {
     claim_blocked_until: Option<Instant>,
 }
 
-/// Entry point body of the "secumon notifier" worker, once connected (worker::start_worker).
+/// Entry point body of the "secumon notifier" worker, once connected (background::start_worker).
 pub fn run() {
+    // SAFETY: MyProcPid is set for the life of this process.
     let my_pid = unsafe { pg_sys::MyProcPid };
     super::set_notifier_pid(my_pid);
 
     let mut dispatcher = Dispatcher::new();
     let mut ready = false;
-    let mut readiness = worker::Readiness::default();
+    let mut readiness = background::Readiness::default();
     loop {
         if BackgroundWorker::sighup_received() {
+            // SAFETY: called from the worker's main thread between transactions, as the
+            // postmaster's own processes do after SIGHUP.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             dispatcher.claim_needed = true;
             dispatcher.last_housekeeping = None;
@@ -155,6 +159,8 @@ pub fn run() {
 
 /// Sleeps on the latch; `None` on SIGTERM or postmaster death, else whether the latch was set.
 fn wait_latch(timeout: Duration) -> Option<bool> {
+    // SAFETY: MyLatch is this process's latch, valid for its life; WaitLatch and ResetLatch are
+    // called from its only thread.
     let events = unsafe {
         let events = pg_sys::WaitLatch(
             pg_sys::MyLatch,
@@ -223,12 +229,12 @@ impl Dispatcher {
         // still holds. The alert engine's transitions keep the server's synchronous_commit.
         // This saves a WAL flush per claim and per record (one is on every notification's way
         // to its receiver; ~1 ms each on this machine's disk, more on network storage).
-        worker::guarded(|| {
+        guarded(|| {
             if let Err(e) = Spi::run("SET synchronous_commit TO off") {
                 warning!("secumon notifier: cannot turn synchronous_commit off for its own transactions: {e}");
             }
         });
-        let requeued = worker::guarded(|| {
+        let requeued = guarded(|| {
             Spi::get_one::<i32>("SELECT secumon._notification_requeue_in_flight()").ok().flatten().unwrap_or(0)
         });
         if requeued > 0 {
@@ -278,7 +284,7 @@ impl Dispatcher {
 
     fn housekeeping(&mut self) {
         let max_age = format!("{} seconds", gucs::MAX_AGE.get().max(1));
-        let expired = worker::guarded(|| {
+        let expired = guarded(|| {
             Spi::get_one_with_args::<i32>("SELECT secumon._notification_expire($1::interval)", &[max_age.as_str().into()])
                 .ok()
                 .flatten()
@@ -288,9 +294,7 @@ impl Dispatcher {
             log!("secumon notifier: {expired} notifications could not be sent in time and were marked failed");
         }
         self.sync_default_channels();
-        for job in worker::due_jobs(WORKER) {
-            worker::run_job(&job);
-        }
+        scheduler::run_due_jobs(WORKER);
     }
 
     /// Creates, refreshes or removes the channels named by secumon.webhook_url and friends.
@@ -299,7 +303,7 @@ impl Dispatcher {
         if self.default_channels.as_ref() == Some(&wanted) {
             return;
         }
-        worker::guarded(|| {
+        guarded(|| {
             for (name, kind, settings) in &wanted {
                 let settings = match settings {
                     Some(s) => match notify_core::Channel::parse(name, kind, s) {
@@ -337,7 +341,7 @@ impl Dispatcher {
             self.per_channel.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).unzip();
         let threads_per_channel = threads_per_channel as i32;
         let per_channel = threads_per_channel * PER_THREAD;
-        let claimed = worker::try_guarded(|| {
+        let claimed = try_guarded(|| {
             let result = Spi::connect_mut(|client| {
                 let table = client.update(
                     "SELECT notification_id, idempotency_key::text, channel_id, channel_name, channel_type, settings::text, \
@@ -398,7 +402,10 @@ impl Dispatcher {
         self.next_due = next_due.map(|secs| {
             // Due work we could not take (capacity, ordering) is looked at again when
             // deliveries finish; this bounds how often a blocked backlog is re-read.
-            Instant::now() + Duration::from_secs_f64(secs.max(0.25).min(86_400.0))
+            // max/min, not clamp: a NaN becomes 0.25 s instead of a panic.
+            #[allow(clippy::manual_clamp)]
+            let secs = secs.max(0.25).min(86_400.0);
+            Instant::now() + Duration::from_secs_f64(secs)
         });
         if rows.len() == capacity {
             self.claim_needed = true;
@@ -550,7 +557,7 @@ impl Dispatcher {
             latencies.push(f.report.latency.as_secs_f64() * 1000.0);
             finished_ago.push(now.duration_since(f.finished_at).as_secs_f64() * 1000.0);
         }
-        let recorded = worker::try_guarded(|| {
+        let recorded = try_guarded(|| {
             if let Err(e) = Spi::run_with_args(
                 "SELECT secumon._notification_record($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[ids.into(), outcomes.into(), delays.into(), statuses.into(), responses.into(), errors.into(), latencies.into(), finished_ago.into()],

@@ -9,12 +9,14 @@ pub mod gucs;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use pgrx::pg_sys::panic::ErrorReport;
+use crate::errors::raise;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, register_xact_callback, JsonB, PgAtomic, PgXactCallbackEvent};
 use secumon_notify_core as notify_core;
 
 /// Process id of the running dispatcher, so a committing backend can set its latch.
+// SAFETY: a unique, NUL-terminated static name; attached by init_shared_memory while the postmaster
+// preloads the library, and every use checks SHARED_MEMORY_READY first.
 static NOTIFIER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"secumon_notifier_pid") };
 /// True once the shared-memory slot exists (only when preloaded).
 static SHARED_MEMORY_READY: AtomicBool = AtomicBool::new(false);
@@ -155,13 +157,3 @@ fn test_channel(name: &str) -> JsonB {
     }))
 }
 
-
-/// Raises an ERROR with a SQLSTATE, a message and an optional hint.
-fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let mut report = ErrorReport::new(code, message, function_name!());
-    if let Some(hint) = hint {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}

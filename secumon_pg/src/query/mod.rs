@@ -3,7 +3,7 @@
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::storage::raise;
+use crate::errors::raise;
 
 /// Downsamples a series to at most `threshold` points with Largest-Triangle-Three-Buckets,
 /// keeping the first and last point and the peaks. NULL values are dropped first.

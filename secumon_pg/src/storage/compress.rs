@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use secumon_codec::chunk::{self, ColumnData};
 
-use super::raise;
+use crate::errors::raise;
 
 /// A partition column the codec can store.
 pub(crate) struct SourceColumn {

@@ -4,9 +4,7 @@
 //! day's partition (`compress`) and the foreign-data wrapper that reads compressed days back
 //! through the same tables (`fdw`).
 
-use pgrx::prelude::*;
-
-use crate::worker;
+use crate::scheduler;
 
 mod compress;
 mod fdw;
@@ -17,17 +15,6 @@ pub const WORKER: &str = "maintenance";
 
 /// One pass of the maintenance worker: run every due job, each in its own transaction.
 pub fn maintenance_cycle() {
-    for job in worker::due_jobs(WORKER) {
-        worker::run_job(&job);
-    }
+    scheduler::run_due_jobs(WORKER);
 }
 
-/// Raises an ERROR with a SQLSTATE and an optional hint.
-pub(crate) fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, message, function_name!());
-    if let Some(hint) = hint {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}

@@ -12,10 +12,13 @@ use pgrx::{Internal, PgMemoryContexts};
 use secumon_codec::sketch::Sketch;
 use secumon_codec::summary::{Summary, SummaryBuilder};
 
-use super::raise;
+use crate::errors::raise;
 
 /// The transition state lives in the aggregate's memory context and is dropped with it.
 unsafe fn agg_state<T: Default>(state: &mut Internal, fcinfo: pg_sys::FunctionCallInfo) -> &mut T {
+    // SAFETY: the caller passes its own fcinfo; AggCheckCallContext refuses a non-aggregate call
+    // before any pointer is used, and the state is allocated in the aggregate's context, which
+    // outlives every transition call.
     unsafe {
         if !state.initialized() {
             let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
@@ -68,6 +71,8 @@ fn _summarize_sfunc_bigint(
     vals: Option<Array<f64>>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
+    // SAFETY: fcinfo is this call's own, and `state` is this aggregate's state or not yet
+    // initialized.
     let st = unsafe { agg_state::<SummarizeState>(&mut state, fcinfo) };
     if let (Some(ids), Some(vals)) = (series_ids, vals) {
         st.add_row(ids.iter().map(|i| i.unwrap_or(0)), vals);
@@ -84,6 +89,7 @@ fn _summarize_sfunc(
     vals: Option<Array<f64>>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
+    // SAFETY: as in _summarize_sfunc.
     let st = unsafe { agg_state::<SummarizeState>(&mut state, fcinfo) };
     if let (Some(ids), Some(vals)) = (series_ids, vals) {
         st.add_row(ids.iter().map(|i| i64::from(i.unwrap_or(0))), vals);
@@ -93,6 +99,8 @@ fn _summarize_sfunc(
 
 #[pg_extern(immutable, parallel_safe)]
 fn _summarize_final(state: Internal) -> Option<Vec<u8>> {
+    // SAFETY: the final function receives the state its transition functions built, a
+    // SummarizeState.
     let st = unsafe { state.get::<SummarizeState>() }?;
     (!st.builder.is_empty()).then(|| st.builder.to_bytes())
 }
@@ -100,6 +108,8 @@ fn _summarize_final(state: Internal) -> Option<Vec<u8>> {
 /// Transition function of `secumon._summary_merge(summary bytea)`.
 #[pg_extern(immutable, parallel_safe)]
 fn _summary_merge_sfunc(mut state: Internal, summary: Option<&[u8]>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    // SAFETY: fcinfo is this call's own, and `state` is this aggregate's state or not yet
+    // initialized.
     let st = unsafe { agg_state::<SummarizeState>(&mut state, fcinfo) };
     if let Some(bytes) = summary {
         if let Err(e) = st.builder.merge_bytes(bytes) {
@@ -260,6 +270,7 @@ struct SketchState {
 /// Transition function of the aggregate `secumon.sketch(value float8)`.
 #[pg_extern(immutable, parallel_safe)]
 fn _sketch_add_sfunc(mut state: Internal, value: Option<f64>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    // SAFETY: as in _summary_merge_sfunc.
     let st = unsafe { agg_state::<SketchState>(&mut state, fcinfo) };
     if let Some(v) = value {
         st.sketch.add(v);
@@ -270,6 +281,7 @@ fn _sketch_add_sfunc(mut state: Internal, value: Option<f64>, fcinfo: pg_sys::Fu
 /// Transition function of the aggregate `secumon.sketch_merge(sketch bytea)`.
 #[pg_extern(immutable, parallel_safe)]
 fn _sketch_merge_sfunc(mut state: Internal, sketch: Option<&[u8]>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    // SAFETY: as in _summary_merge_sfunc.
     let st = unsafe { agg_state::<SketchState>(&mut state, fcinfo) };
     if let Some(bytes) = sketch {
         match Sketch::from_bytes(bytes) {
@@ -282,6 +294,7 @@ fn _sketch_merge_sfunc(mut state: Internal, sketch: Option<&[u8]>, fcinfo: pg_sy
 
 #[pg_extern(immutable, parallel_safe)]
 fn _sketch_final(state: Internal) -> Option<Vec<u8>> {
+    // SAFETY: the final function receives the state its transition functions built, a SketchState.
     let st = unsafe { state.get::<SketchState>() }?;
     (st.sketch.count() > 0).then(|| st.sketch.to_bytes())
 }

@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(one::<i32>("SELECT pid FROM secumon.agent_processes('q2', 1, 'memory')"), 102);
         assert_eq!(one::<i64>("SELECT count(*) FROM secumon.agent_processes('q2', 5)"), 2);
         assert_eq!(one::<i64>("SELECT count(*) FROM secumon.latest_metrics('q-silent')"), 0, "an agent without reports has no metrics");
-        assert!(one::<String>("SELECT secumon.health()->>'version'").len() > 0);
+        assert!(!one::<String>("SELECT secumon.health()->>'version'").is_empty());
     }
 
     #[pg_test]

@@ -611,7 +611,9 @@ mod tests {
                      (SELECT string_agg(split_part(a, '=', 1), ', ') FROM unnest(string_to_array(after, E'\\n')) AS a \
                        WHERE a <> '' AND NOT a = ANY (string_to_array(before, E'\\n')))); \
              END $$");
-        let modes: [(&str, &str, Option<&str>, Option<&str>, Option<&str>); 4] = [
+        // (what the mode is, role, token, the tenant whose rows it may see, its user id)
+        type Mode<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let modes: [Mode; 4] = [
             ("secumon_web without identity", "tn_web", None, None, None),
             ("secumon_web as acme's admin", "tn_web", Some(&w.acme_admin), Some("acme"), Some(&w.acme_admin_id)),
             ("secumon_reader without identity", "tn_reader", None, None, None),
