@@ -152,8 +152,11 @@ END
 $served$;
 
 -- The storage part of secumon.health(): the backend of each relation (docs/timescaledb.md).
+-- PL/pgSQL: it reads the rollups, which sql/lifecycle.sql defines later.
 CREATE FUNCTION secumon._storage_health() RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+RETURN (
 WITH ts AS (SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS version,
                    secumon._timescaledb_license() AS license,
                    secumon._storage_backend('metric_samples') AS backend)
@@ -162,7 +165,9 @@ SELECT jsonb_build_object(
     'timescaledb_version', ts.version,
     'timescaledb_license', CASE WHEN ts.version IS NOT NULL THEN ts.license END,
     'relations', (SELECT jsonb_object_agg(sp.table_name, jsonb_build_object(
-                         'backend', CASE WHEN sp.kind = 'raw' THEN secumon._storage_backend(sp.table_name) ELSE 'partitions' END,
+                         'backend', CASE WHEN sp.kind = 'raw' THEN secumon._storage_backend(sp.table_name)
+                                         WHEN secumon._rollup_cagg(secumon._storage_table(sp.table_name)) IS NOT NULL
+                                         THEN 'timescaledb continuous aggregate' ELSE 'partitions' END,
                          'compression', CASE WHEN sp.kind = 'rollup' OR sp.compress_after IS NULL THEN 'none'
                                              WHEN secumon._storage_backend(sp.table_name) = 'partitions' THEN 'secumon'
                                              WHEN ts.license = 'timescale' THEN 'timescaledb'
@@ -173,7 +178,8 @@ SELECT jsonb_build_object(
                         'timescaledb is installed in this database, but SecuMon''s tables were created without it and stay on the partitions backend until SELECT secumon.adopt_timescaledb() moves them (docs/timescaledb.md)'
                     WHEN ts.backend = 'timescaledb' AND ts.license <> 'timescale' THEN
                         format('TimescaleDB runs under the %s license: chunks are not compressed', ts.license) END)
-  FROM ts
+  FROM ts);
+END
 $$;
 
 CREATE FUNCTION secumon.health() RETURNS jsonb
@@ -244,6 +250,16 @@ BEGIN
     END IF;
     dropped := substring(current_query() FROM '(?i)^\s*drop\s+extension\s+(?:if\s+exists\s+)?("[^"]*"|[a-z_][a-z0-9_$]*)(?:\s+(?:cascade|restrict))?\s*;?\s*$');
     IF dropped = '"secumon"' OR (left(dropped, 1) <> '"' AND lower(dropped) = 'secumon') THEN
+        -- The continuous aggregates' views go with the extension (coarsest first: the hourly
+        -- aggregate is built on the 5-minute one), their chunks first.
+        FOR t IN SELECT r.storage_table FROM secumon.rollups r
+                  WHERE secumon._rollup_cagg(r.storage_table) IS NOT NULL ORDER BY r.bucket_width DESC LOOP
+            EXECUTE format('SELECT %I.drop_chunks(%L::regclass, older_than => now() + interval ''100 years'')',
+                           secumon._timescaledb_schema(), format('secumon_partitions.%I', t || '_cagg'));
+            EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon_partitions.%I', t || '_cagg');
+            EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon_partitions.%I', t || '_partial');
+            EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon_partitions.%I', t || '_direct');
+        END LOOP;
         FOREACH t IN ARRAY secumon._raw_tables() LOOP
             EXECUTE format('SELECT %I.drop_chunks(%L::regclass, older_than => now() + interval ''100 years'')',
                            secumon._timescaledb_schema(), format('secumon_partitions.%I', t));

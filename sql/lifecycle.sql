@@ -183,18 +183,116 @@ SELECT pg_catalog.pg_extension_config_dump('secumon._rollup_invalidations', '');
 
 -- Materialised rollups. One summary per agent and bucket holds every series (see
 -- secumon_codec::summary): a tenth of the rows and a third of the bytes of one row per series.
--- Their primary keys are on each partition (secumon._partition_indexes).
-CREATE TABLE secumon.metric_rollup_5min (
+--
+-- On the partitions backend each is a table partitioned by bucket; their primary keys are on
+-- each partition (secumon._partition_indexes). On the timescaledb backend under the Timescale
+-- license the three rollups a GROUP BY can express are TimescaleDB continuous aggregates
+-- (docs/timescaledb.md): secumon_partitions.<table>_cagg, materialised-only (SecuMon's views
+-- add the buckets after the watermark from raw rows, for every rollup alike), whose
+-- materialisation hypertable is secumon_partitions.<table>, read through the view
+-- secumon.<table> that filters tenants (sql/auth.sql, secumon._enable_agent_rls). The network
+-- rollup needs each sample's predecessor (a window function, which a continuous aggregate
+-- cannot hold), so it stays SecuMon's own there.
+
+-- How each continuous-aggregate refresh worker ended (secumon_pg/src/storage/continuous.rs):
+-- the function waiting for it reads and deletes its row.
+CREATE UNLOGGED TABLE secumon._refresh_outcomes (
+    worker_pid integer PRIMARY KEY,
+    problem    text
+);
+COMMENT ON TABLE secumon._refresh_outcomes IS 'How each continuous-aggregate refresh worker ended, until the function that waited for it reads it.';
+
+-- Whether rollups are continuous aggregates in this database: TimescaleDB is installed, under
+-- its Timescale license, and the raw tables are on it.
+CREATE FUNCTION secumon._continuous_rollups() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN secumon._timescaledb_schema() IS NOT NULL AND secumon._timescaledb_license() = 'timescale'
+       AND secumon._storage_backend('metric_samples') = 'timescaledb';
+
+-- The continuous aggregate behind rollup storage table `storage_table`, or NULL.
+CREATE FUNCTION secumon._rollup_cagg(storage_table text) RETURNS regclass
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN secumon._storage_backend(storage_table) = 'timescaledb'
+            THEN to_regclass(format('secumon_partitions.%I', storage_table || '_cagg')) END;
+
+-- Creates rollup storage table secumon.<storage_table> with `columns`: a partitioned table, or,
+-- where rollups are continuous aggregates and `continuous` (the aggregate's query) is given, the
+-- continuous aggregate and its materialisation hypertable (see above). While pg_restore loads a
+-- TimescaleDB dump (timescaledb.restoring = on) the dump brings the continuous aggregate and
+-- TimescaleDB's catalog: only the hypertable, which belongs to this extension, is made here,
+-- with the columns and indexes TimescaleDB gave it.
+CREATE FUNCTION secumon._create_rollup_table(storage_table text, columns text, description text, continuous text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ts name := secumon._timescaledb_schema();
+    cagg text := format('secumon_partitions.%I', storage_table || '_cagg');
+    mat_id integer;
+    obj record;
+BEGIN
+    IF continuous IS NULL OR NOT secumon._continuous_rollups() THEN
+        EXECUTE format('CREATE TABLE secumon.%I (%s) PARTITION BY RANGE (bucket)', storage_table, columns);
+        EXECUTE format('COMMENT ON TABLE secumon.%I IS %L', storage_table, description);
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('timescaledb.restoring', true), 'off') = 'on' THEN
+        -- A materialisation hypertable's columns are nullable but for the bucket.
+        EXECUTE format('CREATE TABLE secumon_partitions.%I (%s)', storage_table, replace(columns, ' NOT NULL', ''));
+        EXECUTE format('ALTER TABLE secumon_partitions.%I ALTER COLUMN bucket SET NOT NULL', storage_table);
+        EXECUTE format('CREATE INDEX %I ON secumon_partitions.%I (bucket DESC)', storage_table || '_bucket_idx', storage_table);
+    ELSE
+        EXECUTE format('CREATE MATERIALIZED VIEW %s WITH (timescaledb.continuous, timescaledb.materialized_only = true, '
+                       'timescaledb.create_group_indexes = false) AS %s WITH NO DATA', cagg, format(continuous, ts));
+        -- Fixed names for what TimescaleDB named after its catalog ids, so that this script can
+        -- make the hypertable again at restore, and a dump's views find it.
+        SELECT c.mat_hypertable_id INTO mat_id FROM _timescaledb_catalog.continuous_agg c
+         WHERE c.user_view_schema = 'secumon_partitions' AND c.user_view_name = storage_table || '_cagg';
+        EXECUTE format('ALTER TABLE _timescaledb_internal.%I RENAME TO %I', '_materialized_hypertable_' || mat_id, storage_table);
+        EXECUTE format('ALTER TABLE _timescaledb_internal.%I SET SCHEMA secumon_partitions', storage_table);
+        EXECUTE format('ALTER INDEX secumon_partitions.%I RENAME TO %I', '_materialized_hypertable_' || mat_id || '_bucket_idx',
+                       storage_table || '_bucket_idx');
+        EXECUTE format('ALTER VIEW _timescaledb_internal.%I RENAME TO %I', '_partial_view_' || mat_id, storage_table || '_partial');
+        EXECUTE format('ALTER VIEW _timescaledb_internal.%I SET SCHEMA secumon_partitions', storage_table || '_partial');
+        EXECUTE format('ALTER VIEW _timescaledb_internal.%I RENAME TO %I', '_direct_view_' || mat_id, storage_table || '_direct');
+        EXECUTE format('ALTER VIEW _timescaledb_internal.%I SET SCHEMA secumon_partitions', storage_table || '_direct');
+        -- The views are TimescaleDB's: pg_dump dumps them, with its catalog, only if they are no
+        -- members of this extension. The hypertable is: this script makes it again at restore.
+        FOR obj IN SELECT unnest(ARRAY['_cagg', '_partial', '_direct']) AS suffix LOOP
+            EXECUTE format('ALTER EXTENSION secumon DROP VIEW secumon_partitions.%I', storage_table || obj.suffix);
+        END LOOP;
+        EXECUTE format('COMMENT ON VIEW %s IS %L', cagg,
+                       format('TimescaleDB continuous aggregate behind secumon.%I (its materialisation hypertable: secumon_partitions.%I).',
+                              storage_table, storage_table));
+    END IF;
+    -- Lookups by agent and bucket, as the partitions' primary keys serve on the other backend.
+    EXECUTE format('CREATE INDEX %I ON secumon_partitions.%I (%s)', storage_table || '_agent_bucket', storage_table,
+                   (SELECT (regexp_match(ix.ddl, 'PRIMARY KEY \((.*)\)'))[1] FROM secumon._partition_indexes(storage_table) ix));
+    EXECUTE format('COMMENT ON TABLE secumon_partitions.%I IS %L', storage_table,
+                   format('Materialisation hypertable of the continuous aggregate secumon_partitions.%I.', storage_table || '_cagg'));
+    EXECUTE format('CREATE VIEW secumon.%I AS SELECT * FROM secumon_partitions.%I', storage_table, storage_table);
+    EXECUTE format('COMMENT ON VIEW secumon.%I IS %L', storage_table, description);
+END
+$$;
+
+SELECT secumon._create_rollup_table('metric_rollup_5min', $columns$
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
     summary   bytea NOT NULL
-) PARTITION BY RANGE (bucket);
-CREATE TABLE secumon.metric_rollup_1hour (
+$columns$, 'Materialised 5-minute rollups (one summary per agent and bucket); read secumon.metrics_5min.', $cagg$
+SELECT %1$I.time_bucket('5 minutes', s.time) AS bucket, s.agent_key, secumon._summarize(l.series_ids, s.vals) AS summary
+  FROM secumon_partitions.metric_samples s JOIN secumon.metric_layouts l ON l.layout_id = s.layout_id
+ GROUP BY 1, 2
+$cagg$);
+SELECT secumon._create_rollup_table('metric_rollup_1hour', $columns$
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
     summary   bytea NOT NULL
-) PARTITION BY RANGE (bucket);
-CREATE TABLE secumon.disk_rollup_1hour (
+$columns$, 'Materialised hourly rollups; read secumon.metrics_1hour.', $cagg$
+SELECT %1$I.time_bucket('1 hour', f.bucket) AS bucket, f.agent_key, secumon._summary_merge(f.summary) AS summary
+  FROM secumon_partitions.metric_rollup_5min_cagg f
+ GROUP BY 1, 2
+$cagg$);
+SELECT secumon._create_rollup_table('disk_rollup_1hour', $columns$
     bucket       timestamptz NOT NULL,
     agent_id     text NOT NULL,
     device       text NOT NULL,
@@ -205,8 +303,15 @@ CREATE TABLE secumon.disk_rollup_1hour (
     inodes_sum   float8,
     inodes_count integer NOT NULL,
     samples      integer NOT NULL
-) PARTITION BY RANGE (bucket);
-CREATE TABLE secumon.network_rollup_1hour (
+$columns$, 'Materialised hourly disk rollups; read secumon.disk_metrics_1hour.', $cagg$
+SELECT %1$I.time_bucket('1 hour', d.time) AS bucket, d.agent_id, d.device, d.mountpoint,
+       sum(d.usage_percent) AS usage_sum, count(d.usage_percent)::integer AS usage_count, max(d.usage_percent) AS usage_max,
+       sum(d.inodes_usage_percent) AS inodes_sum, count(d.inodes_usage_percent)::integer AS inodes_count,
+       count(*)::integer AS samples
+  FROM secumon_partitions.disk_metrics d
+ GROUP BY 1, 2, 3, 4
+$cagg$);
+SELECT secumon._create_rollup_table('network_rollup_1hour', $columns$
     bucket       timestamptz NOT NULL,
     agent_id     text NOT NULL,
     interface    text NOT NULL,
@@ -219,11 +324,7 @@ CREATE TABLE secumon.network_rollup_1hour (
     drops_in     bigint,
     drops_out    bigint,
     samples      integer NOT NULL
-) PARTITION BY RANGE (bucket);
-COMMENT ON TABLE secumon.metric_rollup_5min IS 'Materialised 5-minute rollups (one summary per agent and bucket); read secumon.metrics_5min.';
-COMMENT ON TABLE secumon.metric_rollup_1hour IS 'Materialised hourly rollups; read secumon.metrics_1hour.';
-COMMENT ON TABLE secumon.disk_rollup_1hour IS 'Materialised hourly disk rollups; read secumon.disk_metrics_1hour.';
-COMMENT ON TABLE secumon.network_rollup_1hour IS 'Materialised hourly network totals; read secumon.network_metrics_1hour.';
+$columns$, 'Materialised hourly network totals; read secumon.network_metrics_1hour.', NULL);
 
 -- Creates the partitions of a rollup table covering [lo, hi).
 CREATE FUNCTION secumon._ensure_rollup_partitions(storage_table text, width interval, lo timestamptz, hi timestamptz)
@@ -234,8 +335,9 @@ DECLARE
     part text;
     made integer := 0;
 BEGIN
-    IF lo IS NULL OR hi IS NULL OR NOT isfinite(lo) OR NOT isfinite(hi) THEN
-        RETURN 0;
+    IF lo IS NULL OR hi IS NULL OR NOT isfinite(lo) OR NOT isfinite(hi)
+       OR secumon._storage_backend(storage_table) = 'timescaledb' THEN
+        RETURN 0;  -- nothing to cover, or a continuous aggregate's hypertable
     END IF;
     start := secumon._bucket(width, lo);
     WHILE start < hi LOOP
@@ -511,6 +613,8 @@ DECLARE
     late bigint;
     redone bigint;
     fresh bigint := 0;
+    cagg regclass;
+    problem text;
 BEGIN
     IF rollup_name IS NULL THEN
         RAISE EXCEPTION 'rollup_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -527,6 +631,26 @@ BEGIN
     IF EXISTS (SELECT 1 FROM secumon.rollups ro WHERE ro.rollup_name = r.source_table) THEN
         SELECT ro.watermark INTO finer FROM secumon.rollups ro WHERE ro.rollup_name = r.source_table;
         target := CASE WHEN finer IS NULL THEN '-infinity' ELSE least(target, secumon._bucket(r.bucket_width, finer)) END;
+    END IF;
+
+    cagg := secumon._rollup_cagg(r.storage_table);
+    IF cagg IS NOT NULL THEN
+        -- TimescaleDB materialises the buckets before the target and re-materialises those its
+        -- invalidation log names (rows that arrived late). It must run at the top level of a
+        -- transaction of its own: a short-lived worker runs it while this waits.
+        IF isfinite(target) THEN
+            problem := secumon._refresh_continuous_aggregate(cagg, target);
+            IF problem IS NOT NULL THEN
+                RAISE EXCEPTION 'refreshing continuous aggregate % failed: %', cagg, problem
+                    USING ERRCODE = 'external_routine_exception';
+            END IF;
+        END IF;
+        UPDATE secumon.rollups ro
+           SET watermark = CASE WHEN isfinite(target) THEN greatest(target, ro.watermark) ELSE ro.watermark END,
+               ingest_mark = now()
+         WHERE ro.rollup_name = r.rollup_name;
+        RETURN format('%s: continuous aggregate %s refreshed up to %s', r.rollup_name, cagg,
+                      CASE WHEN isfinite(target) THEN target::text ELSE 'nothing yet' END);
     END IF;
 
     late := secumon._record_late_rows(r);
@@ -987,9 +1111,12 @@ BEGIN
             EXIT;
         END IF;
         IF secumon._storage_backend(physical) = 'timescaledb' THEN
-            -- Exactly this chunk; TimescaleDB drops its compressed data with it.
+            -- Exactly this chunk; TimescaleDB drops its compressed data with it. A continuous
+            -- aggregate's chunks are dropped through the aggregate.
             EXECUTE format('SELECT %1$I.drop_chunks(%2$L::regclass, older_than => %3$L::timestamptz, newer_than => %4$L::timestamptz)',
-                           secumon._timescaledb_schema(), format('secumon_partitions.%I', physical), p.range_end, p.range_start);
+                           secumon._timescaledb_schema(),
+                           coalesce(secumon._rollup_cagg(physical)::text, format('secumon_partitions.%I', physical)),
+                           p.range_end, p.range_start);
         ELSIF p.compressed THEN
             EXECUTE format('DROP FOREIGN TABLE secumon_partitions.%I', p.partition_name);
             EXECUTE format('DROP TABLE IF EXISTS secumon_partitions.%I',

@@ -301,14 +301,14 @@ fn giving_way<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         // back is what an exception block does.
         unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
         restore();
-        Err(message(error))
+        Err(error_message(error))
     })
     // A deadlock with a client's transaction: the worker is the one to give way.
     .catch_when(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, move |error| {
         // SAFETY: as for the lock timeout above.
         unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
         restore();
-        Err(message(error))
+        Err(error_message(error))
     })
     .catch_others(move |error| {
         // SAFETY: as for the lock timeout above; the error is re-raised after the rollback.
@@ -319,7 +319,8 @@ fn giving_way<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     .execute()
 }
 
-fn message(error: CaughtError) -> String {
+/// The message of a caught error.
+pub(crate) fn error_message(error: CaughtError) -> String {
     match error {
         CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report.message().to_string(),
         CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),

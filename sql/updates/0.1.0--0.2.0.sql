@@ -35,6 +35,12 @@ ALTER TABLE secumon.alert_rules ENABLE TRIGGER alert_rules_validate;
 
 -- Jobs give way to locks; the alert engine retries a failed rule over the same samples.
 ALTER TABLE secumon._jobs ADD COLUMN waiting_since timestamptz;
+
+-- Refreshes of continuous aggregates (the timescaledb backend's rollups) report through this.
+CREATE UNLOGGED TABLE secumon._refresh_outcomes (
+    worker_pid integer PRIMARY KEY,
+    problem    text
+);
 ALTER TABLE secumon._alert_rule_errors ADD COLUMN retry_from timestamptz;
 
 -- Indexes of partitioned tables move to each partition (0.1.0--0.2.0.post.sql builds them).

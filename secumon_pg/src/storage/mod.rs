@@ -7,6 +7,7 @@
 use crate::scheduler;
 
 mod compress;
+mod continuous;
 mod fdw;
 mod rollup;
 
