@@ -257,8 +257,12 @@ BEGIN
         EXECUTE format('ALTER VIEW _timescaledb_internal.%I SET SCHEMA secumon_partitions', storage_table || '_direct');
         -- The views are TimescaleDB's: pg_dump dumps them, with its catalog, only if they are no
         -- members of this extension. The hypertable is: this script makes it again at restore.
-        FOR obj IN SELECT unnest(ARRAY['_cagg', '_partial', '_direct']) AS suffix LOOP
-            EXECUTE format('ALTER EXTENSION secumon DROP VIEW secumon_partitions.%I', storage_table || obj.suffix);
+        FOR obj IN SELECT format('secumon_partitions.%I', storage_table || suffix) AS view
+                     FROM unnest(ARRAY['_cagg', '_partial', '_direct']) AS suffix LOOP
+            IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = obj.view::regclass
+                          AND d.deptype = 'e') THEN
+                EXECUTE format('ALTER EXTENSION secumon DROP VIEW %s', obj.view);
+            END IF;
         END LOOP;
         EXECUTE format('COMMENT ON VIEW %s IS %L', cagg,
                        format('TimescaleDB continuous aggregate behind secumon.%I (its materialisation hypertable: secumon_partitions.%I).',
@@ -274,7 +278,15 @@ BEGIN
 END
 $$;
 
-SELECT secumon._create_rollup_table('metric_rollup_5min', $columns$
+-- The rollup storage tables, in the order they are made (the hourly continuous aggregate is
+-- built on the 5-minute one): their columns, description and, where a GROUP BY can express it,
+-- the query of the continuous aggregate that holds them on the timescaledb backend (%1$I: the
+-- timescaledb schema). secumon.adopt_timescaledb() makes them again from here.
+CREATE FUNCTION secumon._rollup_definitions()
+RETURNS TABLE (ordinal integer, storage_table text, columns text, description text, continuous text)
+LANGUAGE sql IMMUTABLE AS $definitions$
+SELECT * FROM (VALUES
+    (1, 'metric_rollup_5min', $columns$
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
     summary   bytea NOT NULL
@@ -282,8 +294,8 @@ $columns$, 'Materialised 5-minute rollups (one summary per agent and bucket); re
 SELECT %1$I.time_bucket('5 minutes', s.time) AS bucket, s.agent_key, secumon._summarize(l.series_ids, s.vals) AS summary
   FROM secumon_partitions.metric_samples s JOIN secumon.metric_layouts l ON l.layout_id = s.layout_id
  GROUP BY 1, 2
-$cagg$);
-SELECT secumon._create_rollup_table('metric_rollup_1hour', $columns$
+$cagg$),
+    (2, 'metric_rollup_1hour', $columns$
     bucket    timestamptz NOT NULL,
     agent_key integer NOT NULL,
     summary   bytea NOT NULL
@@ -291,8 +303,8 @@ $columns$, 'Materialised hourly rollups; read secumon.metrics_1hour.', $cagg$
 SELECT %1$I.time_bucket('1 hour', f.bucket) AS bucket, f.agent_key, secumon._summary_merge(f.summary) AS summary
   FROM secumon_partitions.metric_rollup_5min_cagg f
  GROUP BY 1, 2
-$cagg$);
-SELECT secumon._create_rollup_table('disk_rollup_1hour', $columns$
+$cagg$),
+    (3, 'disk_rollup_1hour', $columns$
     bucket       timestamptz NOT NULL,
     agent_id     text NOT NULL,
     device       text NOT NULL,
@@ -310,8 +322,8 @@ SELECT %1$I.time_bucket('1 hour', d.time) AS bucket, d.agent_id, d.device, d.mou
        count(*)::integer AS samples
   FROM secumon_partitions.disk_metrics d
  GROUP BY 1, 2, 3, 4
-$cagg$);
-SELECT secumon._create_rollup_table('network_rollup_1hour', $columns$
+$cagg$),
+    (4, 'network_rollup_1hour', $columns$
     bucket       timestamptz NOT NULL,
     agent_id     text NOT NULL,
     interface    text NOT NULL,
@@ -324,7 +336,12 @@ SELECT secumon._create_rollup_table('network_rollup_1hour', $columns$
     drops_in     bigint,
     drops_out    bigint,
     samples      integer NOT NULL
-$columns$, 'Materialised hourly network totals; read secumon.network_metrics_1hour.', NULL);
+$columns$, 'Materialised hourly network totals; read secumon.network_metrics_1hour.', NULL)
+) AS d (ordinal, storage_table, columns, description, continuous)
+$definitions$;
+
+SELECT secumon._create_rollup_table(d.storage_table, d.columns, d.description, d.continuous)
+  FROM secumon._rollup_definitions() d ORDER BY d.ordinal;
 
 -- Creates the partitions of a rollup table covering [lo, hi).
 CREATE FUNCTION secumon._ensure_rollup_partitions(storage_table text, width interval, lo timestamptz, hi timestamptz)
@@ -639,7 +656,10 @@ BEGIN
         -- invalidation log names (rows that arrived late). It must run at the top level of a
         -- transaction of its own: a short-lived worker runs it while this waits.
         IF isfinite(target) THEN
-            problem := secumon._refresh_continuous_aggregate(cagg, target);
+            -- Not below the source's retention horizon: the buckets there cannot be computed
+            -- again (and an adopted installation's rollups hold buckets from before it).
+            problem := secumon._refresh_continuous_aggregate(cagg,
+                (SELECT sp.dropped_before FROM secumon.storage_policies sp WHERE sp.table_name = r.source_table), target);
             IF problem IS NOT NULL THEN
                 RAISE EXCEPTION 'refreshing continuous aggregate % failed: %', cagg, problem
                     USING ERRCODE = 'external_routine_exception';

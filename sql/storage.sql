@@ -148,6 +148,9 @@ DECLARE
     blockers text;
     acl record;
     metrics_view text := pg_get_viewdef('secumon.metrics'::regclass);
+    rollup record;
+    reader_names text[];
+    reader_defs text[];
     moved bigint;
     report text[] := '{}';
     started timestamptz := clock_timestamp();
@@ -171,7 +174,10 @@ BEGIN
     SELECT string_agg(DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid), ', ') INTO blockers
       FROM pg_depend d
      WHERE d.refclassid = 'pg_class'::regclass
-       AND d.refobjid IN (SELECT format('secumon.%I', r)::regclass FROM unnest(secumon._raw_tables()) AS r)
+       AND d.refobjid IN (SELECT format('secumon.%I', r)::regclass FROM unnest(secumon._raw_tables()) AS r
+                          UNION ALL
+                          SELECT format('secumon.%I', rd.storage_table)::regclass FROM secumon._rollup_definitions() rd
+                           WHERE rd.continuous IS NOT NULL AND secumon._timescaledb_license() = 'timescale')
        AND d.deptype IN ('n', 'a')
        AND NOT (d.classid = 'pg_class'::regclass
                 AND (SELECT c.relnamespace = 'secumon_partitions'::regnamespace FROM pg_class c WHERE c.oid = d.objid))
@@ -180,7 +186,9 @@ BEGIN
        AND NOT (d.classid = 'pg_policy'::regclass
                 AND (SELECT p.polname IN ('secumon_agent_tenant', 'secumon_operator') FROM pg_policy p WHERE p.oid = d.objid))
        AND NOT (d.classid = 'pg_rewrite'::regclass
-                AND (SELECT r.ev_class = 'secumon.metrics'::regclass FROM pg_rewrite r WHERE r.oid = d.objid));
+                AND (SELECT r.ev_class = ANY (ARRAY['secumon.metrics', 'secumon._metric_summaries_5min', 'secumon._metric_summaries_1hour',
+                                                    'secumon.disk_metrics_1hour']::regclass[])
+                       FROM pg_rewrite r WHERE r.oid = d.objid));
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION 'cannot move SecuMon''s tables to TimescaleDB: other objects depend on them'
             USING ERRCODE = 'dependent_objects_still_exist', DETAIL = blockers,
@@ -250,6 +258,42 @@ BEGIN
         END LOOP;
         DELETE FROM secumon.compressed_partitions cp WHERE cp.table_name = t;
     END LOOP;
+    -- Under the Timescale license the rollups a continuous aggregate can hold become one, as on
+    -- a fresh install, keeping every bucket: the materialised ones are copied into the
+    -- aggregate's hypertable, and refreshes never go below the raw rows' retention horizon
+    -- (secumon.refresh_rollup), so the buckets older than the raw rows stay as they are.
+    IF secumon._timescaledb_license() = 'timescale' THEN
+        -- The views that read the rollup tables, as they are now: bound to the new ones below.
+        SELECT array_agg(c.oid::regclass::text || coalesce(format(' WITH (%s)', array_to_string(c.reloptions, ', ')), '') ORDER BY c.oid),
+               array_agg(pg_get_viewdef(c.oid) ORDER BY c.oid)
+          INTO reader_names, reader_defs
+          FROM pg_class c
+         WHERE c.oid = ANY (ARRAY['secumon._metric_summaries_5min', 'secumon._metric_summaries_1hour',
+                                  'secumon.disk_metrics_1hour']::regclass[]);
+        FOR rollup IN SELECT * FROM secumon._rollup_definitions() rd WHERE rd.continuous IS NOT NULL ORDER BY rd.ordinal LOOP
+            old := rollup.storage_table || '_partitioned';
+            EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', rollup.storage_table);
+            EXECUTE format('ALTER TABLE secumon.%I RENAME TO %I', rollup.storage_table, old);
+            PERFORM secumon._create_rollup_table(rollup.storage_table, rollup.columns, rollup.description, rollup.continuous);
+            EXECUTE format('ALTER EXTENSION secumon ADD TABLE secumon_partitions.%I', rollup.storage_table);
+            EXECUTE format('ALTER EXTENSION secumon ADD VIEW secumon.%I', rollup.storage_table);
+            PERFORM secumon._enable_agent_rls(format('secumon.%I', rollup.storage_table)::regclass,
+                                              CASE WHEN rollup.columns LIKE '%agent_key%' THEN 'agent_key' ELSE 'agent_id' END);
+            EXECUTE format('INSERT INTO secumon_partitions.%I SELECT * FROM secumon.%I', rollup.storage_table, old);
+            GET DIAGNOSTICS moved = ROW_COUNT;
+            report := report || format('%s: %s buckets', rollup.storage_table, moved);
+        END LOOP;
+        FOR i IN 1 .. cardinality(reader_names) LOOP
+            EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', reader_names[i], reader_defs[i]);
+        END LOOP;
+        FOR rollup IN SELECT * FROM secumon._rollup_definitions() rd WHERE rd.continuous IS NOT NULL ORDER BY rd.ordinal DESC LOOP
+            old := rollup.storage_table || '_partitioned';
+            EXECUTE format('ALTER EXTENSION secumon DROP TABLE secumon.%I', old);
+            EXECUTE format('DROP TABLE secumon.%I CASCADE', old);
+            DELETE FROM secumon._rollup_invalidations i USING secumon.rollups r
+             WHERE i.rollup_name = r.rollup_name AND r.storage_table = rollup.storage_table;
+        END LOOP;
+    END IF;
     EXECUTE 'ANALYZE secumon_partitions.metric_samples, secumon_partitions.disk_metrics, '
             'secumon_partitions.network_metrics, secumon_partitions.process_metrics';
     RETURN format('moved to TimescaleDB hypertables in %s: %s', date_trunc('millisecond', clock_timestamp() - started),

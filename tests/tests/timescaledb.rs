@@ -118,6 +118,40 @@ fn both_backends_give_the_same_answers_on_the_same_data() {
     for q in &queries {
         assert_eq!(answer(TEST_DATABASE, q), answer("plain", q), "expected the same answer from both backends once rolled up: {q}");
     }
+    // There, three rollups are continuous aggregates, which hold exactly what SecuMon's own
+    // rollups hold: a GROUP BY over the raw rows, byte for byte.
+    assert_eq!(
+        cluster.psql(
+            "SELECT view_name, materialized_only::text, materialization_hypertable_name
+               FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'secumon_partitions' ORDER BY 1"
+        ),
+        [["disk_rollup_1hour_cagg", "true", "disk_rollup_1hour"], ["metric_rollup_1hour_cagg", "true", "metric_rollup_1hour"],
+         ["metric_rollup_5min_cagg", "true", "metric_rollup_5min"]]
+            .iter()
+            .map(|row| row.iter().map(|v| Some(v.to_string())).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        "expected the 5-minute, hourly and disk rollups as materialised-only continuous aggregates"
+    );
+    assert_eq!(
+        psql_one_on(&cluster, TEST_DATABASE, "SELECT secumon.health()->'storage'->'relations'->'metrics_5min'->>'backend'"),
+        "timescaledb continuous aggregate"
+    );
+    for (rollup, grouped) in [
+        ("metric_rollup_5min", "SELECT bucket, agent_key, summary FROM secumon._metric_summaries_from_raw('5 minutes', '-infinity', 'infinity')"),
+        ("metric_rollup_1hour", "SELECT secumon._bucket('1 hour', bucket) AS bucket, agent_key, secumon._summary_merge(summary ORDER BY bucket) AS summary
+                                   FROM secumon._metric_summaries_from_raw('5 minutes', '-infinity', 'infinity') GROUP BY 1, 2"),
+        ("disk_rollup_1hour", "SELECT * FROM secumon._disk_rollup_rows('-infinity', 'infinity')"),
+    ] {
+        let materialised = digest(&cluster, TEST_DATABASE, &format!("SELECT * FROM secumon_partitions.{rollup}"), &[]);
+        let from_raw = digest(&cluster, TEST_DATABASE, grouped, &[]);
+        assert!(!materialised.starts_with("0 "), "expected {rollup} materialised");
+        assert_eq!(materialised, from_raw, "expected {rollup} to equal a GROUP BY over the raw rows");
+        assert_eq!(
+            materialised,
+            digest(&cluster, "plain", &format!("SELECT * FROM secumon.{rollup}"), &[]),
+            "expected {rollup} to equal SecuMon's own rollup of the plain database"
+        );
+    }
     for db in [TEST_DATABASE, "plain"] {
         psql_on(&cluster, db, "UPDATE secumon.storage_policies SET compress_after = '1 day' WHERE kind = 'raw'");
         for table in RAW_TABLES {
@@ -209,8 +243,28 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
     assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's INSERT refused as row-level security refuses it");
     let write = alice.batch_execute("UPDATE secumon.disk_metrics SET usage_percent = 0");
     assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's UPDATE refused");
+    // The continuous aggregates too: through the views only, and her agent's rows only.
+    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour"] {
+        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
+    }
+    for relation in ["secumon.metric_rollup_5min", "secumon.metric_rollup_1hour", "secumon.disk_rollup_1hour"] {
+        let column = if relation == "secumon.disk_rollup_1hour" {
+            "r.agent_id"
+        } else {
+            "(SELECT agent_id FROM secumon.agents a WHERE a.agent_key = r.agent_key)"
+        };
+        let seen: Vec<String> = alice
+            .query(&format!("SELECT DISTINCT {column} FROM {relation} r"), &[])
+            .unwrap_or_else(|e| panic!("expected alice to read {relation}: {}", error_text(&e)))
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(seen, vec!["t1".to_string()], "expected only acme's agent in {relation}");
+    }
     let chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'disk_metrics' LIMIT 1");
-    for relation in ["secumon_partitions.metric_samples", "secumon_partitions.disk_metrics", chunk.as_str()] {
+    let rollup_chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'metric_rollup_5min' LIMIT 1");
+    for relation in ["secumon_partitions.metric_samples", "secumon_partitions.disk_metrics", chunk.as_str(),
+                     "secumon_partitions.metric_rollup_5min_cagg", "secumon_partitions.metric_rollup_5min", rollup_chunk.as_str()] {
         let denied = alice.batch_execute(&format!("SELECT * FROM {relation}"));
         assert_eq!(sqlstate(&denied), Some("42501".to_string()), "expected no client access to {relation}");
     }

@@ -21,12 +21,18 @@ const REFRESHER: &str = "secumon rollup refresher";
 /// for the worker may hold it.
 const REFRESH_LOCK_TIMEOUT: &std::ffi::CStr = c"60s";
 
-/// Refreshes continuous aggregate `cagg` for every bucket before `window_end` in a worker of its
-/// own, and waits for it. NULL when it succeeded, else why it failed.
+/// Refreshes continuous aggregate `cagg` for the buckets in [`window_start`, `window_end`)
+/// (NULL start: from the first) in a worker of its own, and waits for it. NULL when it
+/// succeeded, else why it failed.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _refresh_continuous_aggregate(cagg: pg_sys::Oid, window_end: TimestampWithTimeZone) -> Option<String> {
+fn _refresh_continuous_aggregate(
+    cagg: pg_sys::Oid,
+    window_start: Option<TimestampWithTimeZone>,
+    window_end: TimestampWithTimeZone,
+) -> Option<String> {
     // SAFETY: MyDatabaseId and MyProcPid are set for the life of a connected backend.
     let (database, me) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyProcPid) };
+    let start = window_start.map_or("-".to_string(), |t| pg_sys::TimestampTz::from(t).to_string());
     let end = pg_sys::TimestampTz::from(window_end);
     let worker = BackgroundWorkerBuilder::new(REFRESHER)
         .set_type(REFRESHER)
@@ -35,7 +41,7 @@ fn _refresh_continuous_aggregate(cagg: pg_sys::Oid, window_end: TimestampWithTim
         .enable_spi_access()
         .set_restart_time(None::<Duration>)
         .set_notify_pid(me)
-        .set_extra(&format!("{} {} {end}", u32::from(database), u32::from(cagg)))
+        .set_extra(&format!("{} {} {start} {end}", u32::from(database), u32::from(cagg)))
         .load_dynamic()
         .unwrap_or_else(|e| {
             raise(
@@ -62,19 +68,21 @@ fn _refresh_continuous_aggregate(cagg: pg_sys::Oid, window_end: TimestampWithTim
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn secumon_refresh_continuous_main(_arg: pg_sys::Datum) {
     let extra = BackgroundWorker::get_extra().to_string();
-    let mut parts = extra.split(' ').map(str::parse::<i64>);
-    let (Some(Ok(database)), Some(Ok(cagg)), Some(Ok(end))) = (parts.next(), parts.next(), parts.next()) else {
+    let parts: Vec<&str> = extra.split(' ').collect();
+    let number = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
+    let (Some(database), Some(cagg), Some(end)) = (number(0), number(1), number(3)) else {
         log!("{REFRESHER}: bad arguments {extra:?}");
         return;
     };
+    let start = number(2).and_then(|t| TimestampWithTimeZone::try_from(t).ok());
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database as u32)), None);
     let statement = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<String>(
-            "SELECT format('CALL %I.refresh_continuous_aggregate(%L::regclass, NULL, %L::timestamptz)',
+            "SELECT format('CALL %I.refresh_continuous_aggregate(%L::regclass, %L::timestamptz, %L::timestamptz)',
                            (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                              WHERE e.extname = 'timescaledb'),
-                           $1::regclass::text, $2)",
-            &[pg_sys::Oid::from(cagg as u32).into(), TimestampWithTimeZone::try_from(end).ok().into()],
+                           $1::regclass::text, $2, $3)",
+            &[pg_sys::Oid::from(cagg as u32).into(), start.into(), TimestampWithTimeZone::try_from(end).ok().into()],
         )
     });
     let problem = match statement {
