@@ -201,6 +201,8 @@ CREATE UNLOGGED TABLE secumon._refresh_outcomes (
     problem    text
 );
 COMMENT ON TABLE secumon._refresh_outcomes IS 'How each continuous-aggregate refresh worker ended, until the function that waited for it reads it.';
+-- Nothing in it outlives a refresh: a dump carries none of its rows.
+SELECT pg_catalog.pg_extension_config_dump('secumon._refresh_outcomes', 'WHERE false');
 
 -- Whether rollups are continuous aggregates in this database: TimescaleDB is installed, under
 -- its Timescale license, and the raw tables are on it.

@@ -41,6 +41,7 @@ CREATE UNLOGGED TABLE secumon._refresh_outcomes (
     worker_pid integer PRIMARY KEY,
     problem    text
 );
+SELECT pg_catalog.pg_extension_config_dump('secumon._refresh_outcomes', 'WHERE false');
 ALTER TABLE secumon._alert_rule_errors ADD COLUMN retry_from timestamptz;
 
 -- Indexes of partitioned tables move to each partition (0.1.0--0.2.0.post.sql builds them).

@@ -199,7 +199,11 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
         .batch_execute("INSERT INTO secumon_partitions.metric_samples SELECT * FROM secumon_partitions.metric_samples LIMIT 1");
     assert_eq!(sqlstate(&duplicate), Some("23505".to_string()), "expected the unique (agent_key, time) index to hold in a chunk");
 
-    // A reader of tenant acme: its agent only, through every relation; nothing underneath.
+    // A reader of tenant acme: its agent only, through every relation (the continuous
+    // aggregates' too); nothing underneath.
+    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour"] {
+        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
+    }
     let web = cluster.create_login_role("web_alice", &["secumon_web", "secumon_reader"]);
     let mut alice = cluster.client_for(&web);
     let token: String = alice
@@ -207,8 +211,9 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
         .unwrap_or_else(|e| panic!("expected alice to log in: {}", error_text(&e)))
         .get(0);
     alice.query_one("SELECT secumon.authenticate($1)", &[&token]).expect("expected the token to authenticate");
-    for relation in ["secumon.metrics", "secumon.metric_samples", "secumon.disk_metrics", "secumon.network_metrics", "secumon.process_metrics"] {
-        let column = if relation == "secumon.metric_samples" {
+    for relation in ["secumon.metrics", "secumon.metric_samples", "secumon.disk_metrics", "secumon.network_metrics", "secumon.process_metrics",
+                     "secumon.metric_rollup_5min", "secumon.metric_rollup_1hour", "secumon.disk_rollup_1hour"] {
+        let column = if relation.starts_with("secumon.metric_") {
             "(SELECT agent_id FROM secumon.agents a WHERE a.agent_key = r.agent_key)"
         } else {
             "r.agent_id"
@@ -243,24 +248,6 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
     assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's INSERT refused as row-level security refuses it");
     let write = alice.batch_execute("UPDATE secumon.disk_metrics SET usage_percent = 0");
     assert_eq!(sqlstate(&write), Some("42501".to_string()), "expected a tenant's UPDATE refused");
-    // The continuous aggregates too: through the views only, and her agent's rows only.
-    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour"] {
-        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
-    }
-    for relation in ["secumon.metric_rollup_5min", "secumon.metric_rollup_1hour", "secumon.disk_rollup_1hour"] {
-        let column = if relation == "secumon.disk_rollup_1hour" {
-            "r.agent_id"
-        } else {
-            "(SELECT agent_id FROM secumon.agents a WHERE a.agent_key = r.agent_key)"
-        };
-        let seen: Vec<String> = alice
-            .query(&format!("SELECT DISTINCT {column} FROM {relation} r"), &[])
-            .unwrap_or_else(|e| panic!("expected alice to read {relation}: {}", error_text(&e)))
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        assert_eq!(seen, vec!["t1".to_string()], "expected only acme's agent in {relation}");
-    }
     let chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'disk_metrics' LIMIT 1");
     let rollup_chunk = cluster.psql_one("SELECT partition FROM secumon.partitions WHERE table_name = 'metric_rollup_5min' LIMIT 1");
     for relation in ["secumon_partitions.metric_samples", "secumon_partitions.disk_metrics", chunk.as_str(),
@@ -283,6 +270,9 @@ fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
     assert_eq!(storage["timescaledb_license"], "apache");
     assert_eq!(storage["relations"]["metric_samples"]["compression"], "none (TimescaleDB Apache license)");
     assert!(storage["warning"].as_str().unwrap_or("").contains("apache license"), "{storage}");
+    // Continuous aggregates need the Timescale license: the rollups are SecuMon's.
+    assert_eq!(storage["relations"]["metrics_5min"]["backend"], "partitions");
+    assert_eq!(cluster.psql_one("SELECT count(*) FROM timescaledb_information.continuous_aggregates"), "0");
 
     cluster.psql("UPDATE secumon.storage_policies SET compress_after = '1 day' WHERE kind = 'raw'");
     let result = cluster.psql_one("SELECT secumon._compress_due('metric_samples')");
@@ -335,6 +325,10 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         cluster.psql(&format!("SELECT secumon._compress_due('{table}')"));
     }
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "4");
+    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour", "network_metrics_1hour"] {
+        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
+    }
+    assert_ne!(cluster.psql_one("SELECT count(*) FROM secumon.metric_rollup_5min"), "0", "expected materialised buckets to move");
     cluster.psql(
         "CREATE ROLE dashboards; GRANT SELECT ON secumon.disk_metrics TO dashboards WITH GRANT OPTION;
          GRANT SELECT (agent_id, time) ON secumon.network_metrics TO dashboards;
@@ -348,6 +342,8 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         "SELECT * FROM secumon.network_metrics",
         "SELECT * FROM secumon.process_metrics",
         "SELECT * FROM secumon.metrics_5min",
+        "SELECT * FROM secumon.metrics_1hour",
+        "SELECT * FROM secumon.disk_metrics_1hour",
         "SELECT * FROM secumon.series('m1', 'cpu.usage_percent', now() - interval '4 days', now(), 100000)",
     ];
     let answer = |q: &str| digest(&cluster, TEST_DATABASE, q, &[]);
@@ -377,6 +373,11 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
     cluster.psql(
         "REVOKE SELECT ON secumon.disk_metrics FROM dashboards CASCADE; REVOKE SELECT (agent_id, time) ON secumon.network_metrics FROM dashboards;
          REVOKE SELECT ON secumon.process_metrics FROM PUBLIC; COMMENT ON COLUMN secumon.disk_metrics.usage_percent IS NULL",
+    );
+    // The rollups became continuous aggregates, as on a fresh install, every bucket kept.
+    assert_eq!(
+        cluster.psql_one("SELECT string_agg(view_name, ',' ORDER BY view_name) FROM timescaledb_information.continuous_aggregates"),
+        "disk_rollup_1hour_cagg,metric_rollup_1hour_cagg,metric_rollup_5min_cagg"
     );
     let again = cluster.client().batch_execute("SELECT secumon.adopt_timescaledb()");
     assert_eq!(sqlstate(&again), Some("55000".to_string()), "expected a second move refused");
@@ -437,6 +438,20 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         cluster.psql_one("SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples' AND compressed"),
         "1"
     );
+
+    // Refreshed by TimescaleDB from now on, the moved buckets stay, also those of a day whose
+    // raw rows retention has dropped: refreshes never go below the raw rows' horizon.
+    let day_5min = format!("SELECT * FROM secumon.metrics_5min WHERE bucket >= '{day}' AND bucket < '{day}'::timestamptz + interval '1 day'");
+    let kept = answer(&day_5min);
+    assert!(!kept.starts_with("0 "), "expected 5-minute buckets of the moved day");
+    cluster.psql("UPDATE secumon.rollups SET late_margin = '0'");
+    cluster.psql("UPDATE secumon.storage_policies SET retention = '2 days' WHERE table_name = 'metric_samples'");
+    let result = cluster.psql_one("SELECT secumon.apply_retention('metric_samples')");
+    assert!(result.starts_with("metric_samples: 1 partitions"), "{result}");
+    for rollup in ["metrics_5min", "metrics_1hour"] {
+        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
+    }
+    assert_eq!(answer(&day_5min), kept, "expected the buckets of the expired day to stay");
 }
 
 #[test]

@@ -521,6 +521,7 @@ mod tests {
         ("_step", &["SELECT secumon._step('1 hour', 10, '1 second')"]),
         ("_bucket", &["SELECT secumon._bucket('5 minutes', now())"]),
         ("_counter_delta_f", &["SELECT secumon._counter_delta_f(2, 1)"]),
+        ("_counter_increase", &["SELECT secumon._counter_increase(2, 1)", "SELECT secumon._counter_increase(1.5, 2.5)"]),
         ("counter_delta", &["SELECT secumon.counter_delta(10, 5)"]),
         ("lttb", &["SELECT * FROM secumon.lttb(ARRAY[now()], ARRAY[1.0]::float8[], 10)"]),
         ("sketch", &["SELECT secumon.sketch(x) FROM (VALUES (1.0::float8)) v(x)"]),
