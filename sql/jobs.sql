@@ -21,7 +21,9 @@ CREATE TABLE secumon._jobs (
     -- drifting by each run's start delay; see secumon.set_retention_hour().
     schedule_origin   timestamptz,
     -- Set while the job gives way to a lock another session holds (secumon.maintenance_lock_timeout).
-    waiting_since     timestamptz
+    waiting_since     timestamptz,
+    -- The job function's one text argument (which rollup, which table), or NULL: it takes none.
+    argument          text
 );
 SELECT pg_catalog.pg_extension_config_dump('secumon._jobs', '');
 CREATE TRIGGER jobs_merge_default BEFORE INSERT ON secumon._jobs
@@ -65,7 +67,7 @@ BEGIN
     PERFORM set_config('deadlock_timeout', '100ms', true);
     PERFORM secumon._bound_lock_wait();
     BEGIN
-        EXECUTE format('SELECT %s()', j.function_name::text) INTO result;
+        EXECUTE format('SELECT %s(%s)', j.function_name::text, coalesce(quote_literal(j.argument), '')) INTO result;
         UPDATE secumon._jobs
            SET last_run = started, last_duration = clock_timestamp() - started,
                last_success = clock_timestamp(), last_result = result, last_error = NULL,
@@ -152,7 +154,7 @@ END
 $served$;
 
 -- The storage part of secumon.health(): the backend of each relation (docs/timescaledb.md).
--- PL/pgSQL: it reads the rollups, which sql/lifecycle.sql defines later.
+-- PL/pgSQL: it reads the rollups, which sql/rollups.sql defines later.
 CREATE FUNCTION secumon._storage_health() RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

@@ -134,7 +134,7 @@ SELECT pg_catalog.pg_extension_config_dump('secumon.metric_layouts_layout_id_seq
 
 -- The metric tables have two storage backends, chosen when the extension is created:
 --  * partitions (plain PostgreSQL): secumon.<table> is a table partitioned by UTC day, its
---    partitions created in secumon_partitions by the maintenance worker (sql/storage.sql);
+--    partitions created in secumon_partitions by the maintenance worker (sql/partitions.sql);
 --  * timescaledb, when the timescaledb extension is in the database: secumon_partitions.<table>
 --    is a hypertable (chunks made by TimescaleDB, compressed by its columnstore), and
 --    secumon.<table> a view of it that applies the tenant filter row-level security applies on
@@ -164,7 +164,7 @@ RETURN ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metri
 
 -- Creates raw metric table secumon.<table_name> with `columns` on the backend this database
 -- gets (see above). Indexes, hypertables and tenancy come later (sql/storage.sql
--- secumon._create_partition_indexes and secumon._make_hypertables, sql/auth.sql
+-- secumon._create_partition_indexes and secumon._make_hypertables, sql/tenancy.sql
 -- secumon._enable_agent_rls).
 CREATE FUNCTION secumon._create_raw_table(table_name text, columns text, description text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -247,7 +247,7 @@ SELECT secumon._create_raw_table('process_metrics', $columns$
 $columns$, 'The top processes of each agent, one row per process and report.');
 
 -- Per-relation lifecycle settings: raw tables (partitioned by the maintenance worker) and the
--- rollups of sql/lifecycle.sql. Retention and compression are applied by the jobs there.
+-- rollups of sql/rollups.sql. Retention and compression are applied by the jobs of sql/lifecycle.sql.
 CREATE TABLE secumon.storage_policies (
     table_name     text PRIMARY KEY,
     kind           text NOT NULL DEFAULT 'raw' CHECK (kind IN ('raw', 'rollup')),

@@ -11,7 +11,7 @@
 //! including every report collected for the old database and not yet shipped — simply
 //! drains there. Nothing is taken out of the spool for a reload.
 
-use crate::backoff::Backoff;
+use secumon_backoff::{Backoff, Jitter};
 use crate::collect::Collector;
 use crate::config::{format_duration, Config};
 use crate::db::{self, ConnectOptions, Db, ErrorKind};
@@ -490,7 +490,8 @@ impl Shipper {
             spool,
             new_target,
             db: None,
-            backoff: Backoff::default(),
+            // Reconnects: 1 s doubling to 60 s, full jitter.
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60), Jitter::Full),
             retry_at: Instant::now(),
             replay: None,
             was_disconnected: false,

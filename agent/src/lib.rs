@@ -7,7 +7,6 @@
 //! [`collect::Collector`] builds a [`report::Report`], [`db::Db`] registers and ingests it,
 //! [`spool::Spool`] buffers it on disk, [`daemon::run`] ties them together.
 
-pub mod backoff;
 pub mod collect;
 pub mod config;
 pub mod daemon;

@@ -105,7 +105,7 @@ pub fn register() {
 }
 
 /// The sample times ingestion accepts now: from `secumon.ingest_window_past` before the
-/// transaction's start to `secumon.ingest_window_future` after it (sql/storage.sql).
+/// transaction's start to `secumon.ingest_window_future` after it (sql/ingest.sql).
 #[pgrx::pg_extern(stable, parallel_safe)]
 fn _sample_window() -> pgrx::iter::TableIterator<
     'static,

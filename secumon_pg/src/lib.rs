@@ -20,11 +20,14 @@ mod worker;
 
 // The hand-written schema. Order matters: later files use earlier objects.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["schema"]);
+// Storage, in this order: indexes and the timescaledb backend, daily partitions, the write path.
+extension_sql_file!("../../sql/storage.sql", name = "storage_backends", requires = ["schema"]);
+extension_sql_file!("../../sql/partitions.sql", name = "partitions", requires = ["storage_backends"]);
+extension_sql_file!("../../sql/ingest.sql", name = "storage", requires = ["partitions"]);
 extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["storage", background::_worker_lock_waits]);
 extension_sql_file!(
     "../../sql/auth.sql",
-    name = "auth",
+    name = "auth_users",
     requires = [
         "jobs",
         auth::cache::_invalidate_auth_cache,
@@ -40,11 +43,17 @@ extension_sql_file!(
         auth::tenancy::_agent_id_visible,
     ]
 );
-extension_sql_file!("../../sql/alerting.sql", name = "alerting", requires = ["jobs", "auth"]);
+extension_sql_file!("../../sql/tenancy.sql", name = "auth", requires = ["auth_users"]);
+// Alerting, in this order: rules, the samples the engine reads, the engine, the operator API.
+extension_sql_file!("../../sql/alerting.sql", name = "alert_rules", requires = ["jobs", "auth"]);
+extension_sql_file!("../../sql/alert_samples.sql", name = "alert_samples", requires = ["alert_rules"]);
+extension_sql_file!("../../sql/alert_engine.sql", name = "alert_engine", requires = ["alert_samples"]);
+extension_sql_file!("../../sql/alert_api.sql", name = "alerting", requires = ["alert_engine"]);
 extension_sql_file!("../../sql/notify.sql", name = "notify", requires = ["alerting"]);
+// The storage lifecycle, in this order (docs/storage.md).
 extension_sql_file!(
-    "../../sql/lifecycle.sql",
-    name = "lifecycle",
+    "../../sql/series.sql",
+    name = "series",
     requires = [
         "jobs",
         "auth",
@@ -54,7 +63,13 @@ extension_sql_file!(
         auth::tenancy::_series_id_visible,
     ]
 );
-extension_sql_file!("../../sql/query.sql", name = "query", requires = ["lifecycle", query::lttb]);
+extension_sql_file!("../../sql/rollups.sql", name = "rollups", requires = ["series"]);
+extension_sql_file!("../../sql/rollup_views.sql", name = "rollup_views", requires = ["rollups"]);
+extension_sql_file!("../../sql/compression.sql", name = "compression", requires = ["rollup_views"]);
+extension_sql_file!("../../sql/retention.sql", name = "retention", requires = ["compression"]);
+extension_sql_file!("../../sql/lifecycle.sql", name = "lifecycle", requires = ["retention"]);
+extension_sql_file!("../../sql/query.sql", name = "query_functions", requires = ["lifecycle", query::lttb]);
+extension_sql_file!("../../sql/endpoints.sql", name = "query", requires = ["query_functions"]);
 extension_sql_file!("../../sql/limits.sql", name = "limits", requires = ["notify", "lifecycle"]);
 extension_sql_file!("../../sql/enroll.sql", name = "enroll", requires = ["storage", "auth", "limits"]);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);

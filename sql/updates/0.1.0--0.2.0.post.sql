@@ -20,7 +20,7 @@ BEGIN
 END
 $indexes$;
 
--- Oracles: a tenant sees the layouts and series its own agents use (sql/lifecycle.sql).
+-- Oracles: a tenant sees the layouts and series its own agents use (sql/series.sql).
 -- (Their policies come with the 0.2.0 definitions.)
 SELECT secumon._rls_prepare('secumon.metric_layouts');
 SELECT secumon._rls_prepare('secumon.metric_series');
@@ -55,5 +55,5 @@ REVOKE ALL ON secumon.enrollments FROM secumon_admin;
 GRANT SELECT, UPDATE (labels) ON secumon.enrollments TO secumon_admin;
 
 -- The definitions above give secumon.metrics its plain-backend form; a database on the
--- timescaledb backend gets its own (sql/lifecycle.sql). A no-op on the partitions backend.
+-- timescaledb backend gets its own (sql/series.sql). A no-op on the partitions backend.
 SELECT secumon._metrics_view_for_backend();

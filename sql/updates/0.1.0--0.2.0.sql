@@ -35,6 +35,21 @@ ALTER TABLE secumon.alert_rules ENABLE TRIGGER alert_rules_validate;
 
 -- Jobs give way to locks; the alert engine retries a failed rule over the same samples.
 ALTER TABLE secumon._jobs ADD COLUMN waiting_since timestamptz;
+-- A job carries its function's argument: the sixteen one-line wrappers go.
+ALTER TABLE secumon._jobs ADD COLUMN argument text;
+UPDATE secumon._jobs SET function_name = 'secumon.refresh_rollup', argument = substr(job_name, length('rollup_') + 1)
+ WHERE job_name LIKE 'rollup\_%';
+UPDATE secumon._jobs SET function_name = 'secumon._compress_due', argument = substr(job_name, length('compress_') + 1)
+ WHERE job_name LIKE 'compress\_%';
+UPDATE secumon._jobs SET function_name = 'secumon.apply_retention', argument = substr(job_name, length('retention_') + 1)
+ WHERE job_name LIKE 'retention\_%';
+DROP FUNCTION secumon._refresh_metrics_5min(), secumon._refresh_metrics_1hour(), secumon._refresh_disk_metrics_1hour(),
+              secumon._refresh_network_metrics_1hour(),
+              secumon._compress_metric_samples(), secumon._compress_disk_metrics(), secumon._compress_network_metrics(),
+              secumon._compress_process_metrics(),
+              secumon._retention_metric_samples(), secumon._retention_disk_metrics(), secumon._retention_network_metrics(),
+              secumon._retention_process_metrics(), secumon._retention_metrics_5min(), secumon._retention_metrics_1hour(),
+              secumon._retention_disk_metrics_1hour(), secumon._retention_network_metrics_1hour();
 
 -- Refreshes of continuous aggregates (the timescaledb backend's rollups) report through this.
 CREATE UNLOGGED TABLE secumon._refresh_outcomes (
@@ -63,7 +78,7 @@ REVOKE EXECUTE ON FUNCTION secumon.change_password(text, text), secumon.create_u
                            secumon.deactivate_user(text), secumon.activate_user(text),
                            secumon.revoke_sessions(text, uuid)
     FROM secumon_reader;
--- Clients no longer choose ids (sql/alerting.sql grants the other columns).
+-- Clients no longer choose ids (sql/alert_api.sql grants the other columns).
 REVOKE INSERT, UPDATE ON secumon.alert_rules, secumon.silences FROM secumon_web;
 DROP POLICY secumon_tenant_select ON secumon.notification_channels;
 DROP POLICY secumon_tenant_insert ON secumon.notification_channels;

@@ -1,6 +1,8 @@
 //! Collection from `/proc` and `statvfs`: one [`Collector::collect`] call makes one
 //! [`Report`]. Counters are sent as cumulative counters (rates are computed in SQL);
 //! CPU percentages need two readings, so the collector keeps the previous one.
+//!
+//! Why not the `sysinfo` crate: docs/contracts.md, "Agent collectors".
 
 pub mod cpu;
 pub mod disk;

@@ -166,10 +166,8 @@ impl RetryPolicy {
     /// from many notifications spread out but never come back immediately.
     /// `attempts` = attempts made so far (≥ 1); `jitter` in [0, 1).
     pub fn backoff(&self, attempts: u32, jitter: f64) -> Duration {
-        let exp = attempts.saturating_sub(1).min(30);
-        let full = self.backoff_base.saturating_mul(1u32 << exp).min(self.backoff_max);
-        let half = full / 2;
-        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+        let ceiling = secumon_backoff::ceiling(self.backoff_base, self.backoff_max, attempts.saturating_sub(1));
+        secumon_backoff::Jitter::Equal.apply(ceiling, jitter)
     }
 
     /// The next step after `attempts` attempts, the last of which ended in `outcome`, for a

@@ -1,4 +1,4 @@
-//! The alert engine. Evaluation is set-based SQL (sql/alerting.sql,
+//! The alert engine. Evaluation is set-based SQL (sql/alert_engine.sql,
 //! `secumon._evaluate_alerts`); the alert engine worker (`worker`) runs [`Engine::cycle`] every
 //! `secumon.alert_interval`.
 

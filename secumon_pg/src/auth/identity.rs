@@ -446,7 +446,7 @@ fn rls_bypassed() -> bool {
 }
 
 /// The timescaledb backend's stand-in for the policies' `WITH CHECK ((SELECT secumon._rls_open()))`:
-/// a statement trigger on each hypertable (sql/auth.sql, secumon._enable_agent_rls). Whatever
+/// a statement trigger on each hypertable (sql/tenancy.sql, secumon._enable_agent_rls). Whatever
 /// rights a DBA grants on the views, a session acting for a tenant writes no metric row, as
 /// row-level security refuses it on the plain backend. In Rust, as it runs for every statement
 /// of every report.

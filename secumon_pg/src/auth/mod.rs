@@ -1,7 +1,7 @@
 //! Authentication and tenancy: who a session is, and which tenant's rows it may see.
 //!
 //! sql/auth.sql holds the tables (users, refresh tokens, signing keys), login / refresh /
-//! logout, the admin functions and the row-level security policies. This module does what SQL
+//! logout and the admin functions; sql/tenancy.sql the row-level security policies. This module does what SQL
 //! cannot: JWT signing and verification (`jwt`, `keys`), bcrypt (`password`), the session's
 //! unforgeable identity (`identity`), login throttling in shared memory (`throttle`) and the
 //! worker that revokes a reused refresh token's family (`revoke`). See docs/auth.md.

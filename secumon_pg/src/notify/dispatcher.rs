@@ -1,6 +1,9 @@
 //! The "secumon notifier" background worker: claims due outbox rows, sends each on its own
 //! thread, records the outcomes.
 //!
+//! (One file of some 650 lines: one loop and the `Dispatcher` state its claim, send and record
+//! steps share; their invariants, such as a lease outliving every send, read best together.)
+//!
 //! Every PostgreSQL call happens on this worker's main thread; sender threads run plain Rust
 //! (`secumon_notify_core::deliver`) and hand their reports back over a channel. The main thread
 //! sleeps on its latch, which committing backends set (see `_wake_notifier_at_commit`), so a

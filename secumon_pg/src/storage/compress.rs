@@ -1,6 +1,6 @@
 //! The encoder side of compression: reads one day's partition agent by agent and writes one
 //! columnar chunk per agent (see `secumon_codec::chunk`). Orchestration (locks, swapping the
-//! heap partition for a foreign one) is SQL in sql/lifecycle.sql.
+//! heap partition for a foreign one) is SQL in sql/compression.sql.
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -63,7 +63,7 @@ fn timestamp(us: Option<i64>) -> Option<TimestampWithTimeZone> {
 
 /// Encodes every row of `partition` into `chunk_table`, one chunk per distinct value of
 /// `group_column` (the agent), rows ordered by `order_by` within a chunk. Both relation names
-/// are regclass texts; `order_by` is a trusted column list from sql/lifecycle.sql. Returns
+/// are regclass texts; `order_by` is a trusted column list from sql/compression.sql. Returns
 /// {rows, values}: values counts the non-NULL elements of float8[] columns (the samples of
 /// metric_samples), or rows when there is none.
 #[pg_extern(volatile, parallel_unsafe)]

@@ -1,5 +1,5 @@
 //! Refreshing TimescaleDB continuous aggregates (the rollups of the timescaledb backend, see
-//! sql/lifecycle.sql). TimescaleDB refreshes one only at the top level of a transaction of its
+//! sql/rollups.sql). TimescaleDB refreshes one only at the top level of a transaction of its
 //! own (`CALL refresh_continuous_aggregate(...)`, which commits as it goes), while SecuMon's
 //! `secumon.refresh_rollup()` is a function its job runs inside a transaction. So a short-lived
 //! worker runs the refresh, as a procedure called from psql would run it, and the function waits

@@ -1,5 +1,6 @@
 //! Metric storage: partitions, the default-partition drain, rollups, compression and retention.
-//! The set-based work is SQL (sql/storage.sql, sql/lifecycle.sql); this module schedules it and
+//! The set-based work is SQL (sql/storage.sql, and sql/series.sql to sql/lifecycle.sql for the
+//! lifecycle); this module schedules it and
 //! holds what SQL cannot do: rollup summaries and sketches (`rollup`), the columnar encoder of a
 //! day's partition (`compress`) and the foreign-data wrapper that reads compressed days back
 //! through the same tables (`fdw`).

@@ -1,7 +1,10 @@
-//! In-database tests of authentication and tenancy (sql/auth.sql, src/auth/). Each runs inside
-//! a transaction that is rolled back; what needs separate sessions (RLS as login roles across
-//! connections, reuse revocation by the worker, throttling across connections) is tested end
-//! to end in tests/tests/auth.rs. Login throttling lives in shared memory, outside
+//! (One file of some 800 lines: the tests of one module, sql/auth.sql with src/auth/, sharing
+//! its helpers for users, tokens and identities.)
+//!
+//! In-database tests of authentication and tenancy (sql/auth.sql, sql/tenancy.sql, src/auth/).
+//! Each runs inside a transaction that is rolled back; what needs separate sessions (RLS as
+//! login roles across connections, reuse revocation by the worker, throttling across
+//! connections) is tested end to end in tests/tests/auth.rs. Login throttling lives in shared memory, outside
 //! transactions, so every test uses usernames of its own.
 
 #[pgrx::pg_schema]

@@ -1,5 +1,5 @@
-//! In-database tests of the storage lifecycle (sql/lifecycle.sql): rollups, late rows,
-//! real-time views, counter resets, retention, compression. Each test runs in a transaction
+//! In-database tests of the storage lifecycle (sql/series.sql to sql/lifecycle.sql): rollups,
+//! late rows, real-time views, counter resets, retention, compression. Each test runs in a transaction
 //! that is rolled back, so `now()` stands still: tests place data relative to it.
 
 #[pgrx::pg_schema]

@@ -1,4 +1,4 @@
-//! In-database tests of the dashboard functions and the seed's endpoints (sql/query.sql).
+//! In-database tests of the dashboard functions and the seed's endpoints (sql/query.sql, sql/endpoints.sql).
 
 #[pgrx::pg_schema]
 mod tests {

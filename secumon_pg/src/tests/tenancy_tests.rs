@@ -1,3 +1,6 @@
+//! (One file of some 700 lines: every test here works on the same two-tenant world, and the
+//! `CALLS` table below must name every function a client role may call.)
+//!
 //! In-database tests of tenant isolation through everything a client role may call: the
 //! SECURITY DEFINER functions apply row-level security themselves, exactly as the policies do
 //! for the same caller; a session without identity changes nothing while
