@@ -44,8 +44,9 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../../sql/tenancy.sql", name = "auth", requires = ["auth_users"]);
-// Alerting, in this order: rules, the samples the engine reads, the engine, the operator API.
-extension_sql_file!("../../sql/alerting.sql", name = "alert_rules", requires = ["jobs", "auth"]);
+// Alerting, in this order: rules, the samples the engine reads, the engine, the operator API;
+// after the storage lifecycle and the query helpers the engine uses (secumon._counter_delta_f).
+extension_sql_file!("../../sql/alerting.sql", name = "alert_rules", requires = ["jobs", "auth", "query"]);
 extension_sql_file!("../../sql/alert_samples.sql", name = "alert_samples", requires = ["alert_rules"]);
 extension_sql_file!("../../sql/alert_engine.sql", name = "alert_engine", requires = ["alert_samples"]);
 extension_sql_file!("../../sql/alert_api.sql", name = "alerting", requires = ["alert_engine"]);
