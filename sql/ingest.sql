@@ -388,7 +388,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM secumon._check_agent_id(agent_id);  -- a registered agent_id is well-formed already
         RAISE EXCEPTION 'agent "%" is not registered', agent_id
-            USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
+            USING ERRCODE = 'no_data_found', HINT = 'Call secumon.register_agent() first.';
     END IF;
     IF a.owner_role IS DISTINCT FROM session_user THEN
         PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
@@ -469,7 +469,7 @@ BEGIN
     SELECT ag.agent_key, ag.owner_role INTO a FROM secumon.agents ag WHERE ag.agent_id = agent_series.agent_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'agent "%" is not registered', agent_id
-            USING ERRCODE = 'foreign_key_violation', HINT = 'Call secumon.register_agent() first.';
+            USING ERRCODE = 'no_data_found', HINT = 'Call secumon.register_agent() first.';
     END IF;
     PERFORM secumon._check_agent_owner(agent_id, a.owner_role);
     RETURN QUERY SELECT DISTINCT s

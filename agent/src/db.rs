@@ -81,8 +81,9 @@ impl Error {
     /// The database refused this report's content or this role for good (data
     /// exceptions 22xxx, integrity violations 23xxx, program limits 54xxx, missing
     /// privilege 42501): sending it again cannot succeed, so it must not block the queue.
-    /// Except 23503: `ingest` raises it when the agent is not registered (e.g. an admin
-    /// removed it), which a reconnect — it re-registers — cures.
+    /// An unknown agent is no rejection: the agent is not registered (an admin removed it),
+    /// which a reconnect — it re-registers — cures. `ingest` raises P0002 for it (23503 before
+    /// 0.2.0, hence the exception below).
     pub fn rejects_report(&self) -> bool {
         match (self.kind, self.sqlstate()) {
             (ErrorKind::Sql, Some("23503")) => false,
@@ -732,6 +733,7 @@ mod tests {
         assert!(!Error::sql("42883", "function secumon.ingest does not exist").rejects_report());
         assert!(!Error::sql("40001", "serialization").rejects_report());
         assert!(!Error::sql("23503", "agent \"x\" is not registered").rejects_report());
+        assert!(!Error::sql("P0002", "agent \"x\" is not registered").rejects_report());
         assert!(!Error::new(ErrorKind::ConnectionLost, "gone").rejects_report());
         assert_eq!(
             Error::sql("42501", "permission denied").to_string(),

@@ -836,42 +836,10 @@ pub fn unified_diff(left: &str, right: &str, context: usize) -> String {
 
 
 /// SQL that registers agents `{prefix}1..={agents}` and stores one full report per agent every
-/// `step` in each `[from, to)` range (SQL expressions), server-side through `secumon.ingest`:
-/// CPU values swing between 10 and 90 %, counters grow, every family has a row.
+/// `step` in each `[from, to)` range (SQL expressions): the history of `crate::history`, shaped
+/// for the end-to-end tests.
 pub fn history_sql(prefix: &str, agents: i32, ranges: &[(String, String)], step: &str) -> String {
-    let ranges: Vec<String> = ranges.iter().map(|(from, to)| format!("({from}, {to})")).collect();
-    format!(
-        r#"DO $gen$
-        DECLARE t timestamptz; a int; i int := 0;
-        BEGIN
-          FOR a IN 1..{agents} LOOP
-            PERFORM secumon.register_agent('{prefix}' || a, 'host-{prefix}' || a, 'linux', 'e2e', jsonb_build_object('n', a::text));
-          END LOOP;
-          FOR t IN SELECT generate_series(r.lo, r.hi - interval '1 microsecond', {step})
-                     FROM (VALUES {ranges}) AS r (lo, hi) LOOP
-            i := i + 1;
-            FOR a IN 1..{agents} LOOP
-              PERFORM secumon.ingest('{prefix}' || a, t + a * interval '1 millisecond',
-                ARRAY['cpu.usage_percent', 'memory.usage_percent', 'cpu.context_switches', 'memory.total_bytes'],
-                ARRAY[round((50 + 40 * sin(i / 30.0 + a))::numeric, 2)::float8,
-                      round((30 + a + (i % 17) * 1.5)::numeric, 1)::float8,
-                      (1000000 + i * 1234 + a)::float8, 8589934592::float8],
-                jsonb_build_array(jsonb_build_object('device', '/dev/sda1', 'mountpoint', '/', 'fs_type', 'ext4',
-                    'total_bytes', 1000, 'used_bytes', 400 + i % 10, 'free_bytes', 600 - i % 10,
-                    'usage_percent', 40 + (i % 10) / 4.0, 'inodes_total', 100, 'inodes_used', 10 + a,
-                    'inodes_usage_percent', 10 + a, 'read_bytes', i * 100, 'write_bytes', i * 200,
-                    'read_ops', i, 'write_ops', 2 * i)),
-                jsonb_build_array(jsonb_build_object('interface', 'eth0', 'bytes_sent', (i % 500) * 1000,
-                    'bytes_recv', i * 2000, 'packets_sent', i, 'packets_recv', 2 * i,
-                    'errors_in', 0, 'errors_out', 0, 'drops_in', 0, 'drops_out', 0)),
-                jsonb_build_array(jsonb_build_object('pid', 100 + a, 'name', 'postgres', 'command', 'postgres -D /data',
-                    'user', 'postgres', 'cpu_percent', (i % 7)::float8, 'memory_bytes', 4096 * i,
-                    'memory_percent', 1.5, 'status', 'running')));
-            END LOOP;
-          END LOOP;
-        END $gen$"#,
-        ranges = ranges.join(", ")
-    )
+    crate::history::history_sql(prefix, agents, ranges, step, crate::history::HistoryShape::EndToEnd)
 }
 
 #[cfg(test)]

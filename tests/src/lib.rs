@@ -24,6 +24,7 @@
 mod agent;
 mod cluster;
 mod fixtures;
+pub mod history;
 pub mod receivers;
 mod report;
 pub mod sys;

@@ -369,7 +369,7 @@ fn the_enrolling_role_may_do_nothing_but_enroll() {
         .expect("ingest as the enrolled role"));
     assert_sqlstate(
         Report::sample("web01-other", &time).ingest(&mut agent_client),
-        "23503",
+        "P0002",
         "ingest for an agent nobody registered",
     );
 }

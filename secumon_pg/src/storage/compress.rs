@@ -28,15 +28,15 @@ pub(crate) fn empty_column(type_oid: pg_sys::Oid) -> Option<ColumnData> {
     })
 }
 
-fn columns_of(client: &SpiClient<'_>, relation: &str) -> Vec<SourceColumn> {
+fn columns_of(client: &SpiClient<'_>, relation: pg_sys::Oid, name: &str) -> Vec<SourceColumn> {
     let rows = client
         .select(
             "SELECT attname::text, atttypid, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
-             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             None,
             &[relation.into()],
         )
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("cannot read columns of {relation}: {e}"), None));
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("cannot read columns of {name}: {e}"), None));
     rows.map(|row| SourceColumn {
         name: row.get::<String>(1).ok().flatten().unwrap_or_default(),
         type_oid: row.get::<pg_sys::Oid>(2).ok().flatten().unwrap_or(pg_sys::InvalidOid),
@@ -61,15 +61,25 @@ fn timestamp(us: Option<i64>) -> Option<TimestampWithTimeZone> {
     us.and_then(|v| TimestampWithTimeZone::try_from(v).ok())
 }
 
+/// The name of relation `oid`, quoted and schema-qualified as SQL text needs it.
+fn relation_name(oid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[oid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("no relation with oid {}", u32::from(oid)), None))
+}
+
 /// Encodes every row of `partition` into `chunk_table`, one chunk per distinct value of
-/// `group_column` (the agent), rows ordered by `order_by` within a chunk. Both relation names
-/// are regclass texts; `order_by` is a trusted column list from sql/compression.sql. Returns
-/// {rows, values}: values counts the non-NULL elements of float8[] columns (the samples of
-/// metric_samples), or rows when there is none.
+/// `group_column` (the agent), rows ordered by the columns `order_by` within a chunk. Every name
+/// reaches the SQL it builds quoted as an identifier. Returns {rows, values}: values counts the
+/// non-NULL elements of float8[] columns (the samples of metric_samples), or rows when there is
+/// none.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, order_by: &str) -> Vec<i64> {
+fn _compress_partition(partition: pg_sys::Oid, chunk_table: pg_sys::Oid, group_column: &str, order_by: Vec<String>) -> Vec<i64> {
+    let (partition_oid, partition, chunk_table) = (partition, relation_name(partition), relation_name(chunk_table));
+    let order_by = order_by.iter().map(|c| pgrx::spi::quote_identifier(c.trim())).collect::<Vec<_>>().join(", ");
     let (columns, groups) = Spi::connect(|client| {
-        let columns = columns_of(client, partition);
+        let columns = columns_of(client, partition_oid, &partition);
         for c in &columns {
             if empty_column(c.type_oid).is_none() {
                 raise(

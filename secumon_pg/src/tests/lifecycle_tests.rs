@@ -8,50 +8,12 @@ pub(crate) mod tests {
     use pgrx::prelude::*;
 
     /// Registers agents `{prefix}1..={agents}` and ingests one full report per agent every
-    /// `step` in [from, to) (SQL expressions). Values are deterministic: a two-decimal CPU
-    /// gauge, a memory gauge, a context-switch counter, a constant, two filesystems, an
-    /// interface whose bytes_sent counter resets every 500 reports, and two processes.
+    /// `step` in [from, to) (SQL expressions): the shared test history (tests/src/history.rs)
+    /// with two filesystems and two processes.
     pub(crate) fn generate(prefix: &str, agents: i32, from: &str, to: &str, step: &str) {
-        Spi::run(&format!(
-            r#"DO $gen$
-            DECLARE t timestamptz; a int; i int := 0;
-            BEGIN
-              FOR a IN 1..{agents} LOOP
-                PERFORM secumon.register_agent('{prefix}' || a, 'host-{prefix}' || a, 'linux', 'test', '{{}}');
-              END LOOP;
-              FOR t IN SELECT generate_series({from}, {to} - interval '1 microsecond', {step}) LOOP
-                i := i + 1;
-                FOR a IN 1..{agents} LOOP
-                  PERFORM secumon.ingest('{prefix}' || a, t + a * interval '1 millisecond',
-                    ARRAY['cpu.usage_percent', 'memory.usage_percent', 'cpu.context_switches', 'memory.total_bytes'],
-                    ARRAY[round((50 + 40 * sin(i / 30.0 + a))::numeric, 2)::float8,
-                          round((30 + a + (i % 17) * 1.5)::numeric, 1)::float8,
-                          (1000000 + i * 1234 + a)::float8,
-                          8589934592::float8],
-                    jsonb_build_array(
-                      jsonb_build_object('device', '/dev/sda1', 'mountpoint', '/', 'fs_type', 'ext4',
-                        'total_bytes', 1000, 'used_bytes', 400 + i % 10, 'free_bytes', 600 - i % 10,
-                        'usage_percent', 40 + (i % 10) / 4.0, 'inodes_total', 100, 'inodes_used', 10 + a,
-                        'inodes_usage_percent', 10 + a, 'read_bytes', i * 100, 'write_bytes', i * 200,
-                        'read_ops', i, 'write_ops', 2 * i),
-                      jsonb_build_object('device', '/dev/sdb1', 'mountpoint', '/data', 'fs_type', 'xfs',
-                        'total_bytes', 5000, 'used_bytes', 2500, 'free_bytes', 2500, 'usage_percent', 50 + a,
-                        'inodes_total', 100, 'inodes_used', 1, 'inodes_usage_percent', 1, 'read_bytes', 0,
-                        'write_bytes', 0, 'read_ops', 0, 'write_ops', 0)),
-                    jsonb_build_array(jsonb_build_object('interface', 'eth0',
-                        'bytes_sent', (i % 500) * 1000, 'bytes_recv', i * 2000, 'packets_sent', i,
-                        'packets_recv', 2 * i, 'errors_in', 0, 'errors_out', 0, 'drops_in', 0, 'drops_out', 0)),
-                    jsonb_build_array(
-                      jsonb_build_object('pid', 1, 'name', 'init', 'command', '/sbin/init', 'user', 'root',
-                        'cpu_percent', 0.5, 'memory_bytes', 1024, 'memory_percent', 0.1, 'status', 'sleeping'),
-                      jsonb_build_object('pid', 100 + a, 'name', 'postgres', 'command', 'postgres -D /data',
-                        'user', 'postgres', 'cpu_percent', (i % 7)::float8, 'memory_bytes', 4096 * i,
-                        'memory_percent', 1.5, 'status', 'running')));
-                END LOOP;
-              END LOOP;
-            END $gen$"#
-        ))
-        .expect("generate test data");
+        use crate::tests::history::{history_sql, HistoryShape};
+        Spi::run(&history_sql(prefix, agents, &[(from.to_string(), to.to_string())], step, HistoryShape::InDatabase))
+            .expect("generate test data");
     }
 
     /// Creates partitions for the data and drains the default partitions, like the worker.

@@ -1,6 +1,10 @@
 //! `#[pg_test]`s, one file per capability, plus helpers they share.
 
 mod abuse_tests;
+// The history the end-to-end tests store too (one generator for both).
+#[allow(dead_code)] // the end-to-end shape is the other crate's
+#[path = "../../../tests/src/history.rs"]
+pub(crate) mod history;
 mod alerting_tests;
 mod notify_tests;
 mod auth_tests;

@@ -53,7 +53,7 @@ mod tests {
         expect_sqlstate("SELECT secumon.ingest('a2', now(), ARRAY['cpu.x','cpu.x'], ARRAY[1,2]::float8[])", "22023");
         expect_sqlstate("SELECT secumon.ingest('a2', 'infinity', ARRAY['cpu.x'], ARRAY[1]::float8[])", "22007");
         expect_sqlstate("SELECT secumon.ingest('a2', NULL, ARRAY['cpu.x'], ARRAY[1]::float8[])", "22007");
-        expect_sqlstate("SELECT secumon.ingest('nobody', now(), ARRAY['cpu.x'], ARRAY[1]::float8[])", "23503");
+        expect_sqlstate("SELECT secumon.ingest('nobody', now(), ARRAY['cpu.x'], ARRAY[1]::float8[])", "P0002");
         expect_sqlstate("SELECT secumon.ingest('bad id!', now(), ARRAY['cpu.x'], ARRAY[1]::float8[])", "22023");
         expect_sqlstate("SELECT secumon.ingest('a2', now(), ARRAY['cpu.x'], ARRAY[1]::float8[], '{}'::jsonb)", "22023");
         expect_sqlstate("SELECT secumon.register_agent('a3', 'h', NULL, NULL, '[1]'::jsonb)", "22023");
