@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod inputs;
 pub mod log;
 pub mod mask;
+pub mod protocol;
 pub mod reload;
 pub mod report;
 pub mod signals;

@@ -32,7 +32,8 @@ use std::time::Instant;
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use secumon_agent::db::{ingest_params, Db, INGEST_SQL};
+use secumon_agent::db::Db;
+use secumon_agent::protocol::{ingest_params, INGEST_SQL};
 use secumon_agent::report::{AgentInfo, Disk, NetworkInterface, Process, Report};
 use secumon_agent::time::Timestamp;
 
