@@ -534,11 +534,35 @@ fn update_from_0_1_0_keeps_every_row_and_setting() {
     let mut cluster = cluster_at(OLDEST);
     let _fixture = populate(&cluster);
     point_workers_at(&mut cluster, IDLE_DATABASE);
-    let columns = table_columns(&cluster, TEST_DATABASE);
+    // The update replaces the jobs' one-line wrapper functions by the function they called and
+    // its argument (sql/updates/0.1.0--0.2.0.sql): checked below, compared without that column.
+    let jobs = "SELECT job_name, function_name::text, argument FROM secumon._jobs
+                 WHERE job_name ~ '^(rollup|compress|retention)_' ORDER BY 1";
+    let wrappers = cluster.psql(&jobs.replace(", argument", ""));
+    let mut columns = table_columns(&cluster, TEST_DATABASE);
+    if let Some(job_columns) = columns.get_mut("secumon._jobs") {
+        job_columns.retain(|c| c != "function_name");
+    }
     let before = fingerprint_of_columns(&cluster, TEST_DATABASE, &columns);
     let rows_before = all_table_rows(&cluster, TEST_DATABASE, &columns);
 
     update(&cluster);
+
+    let expected: Vec<Vec<Option<String>>> = wrappers
+        .iter()
+        .map(|row| {
+            let job = row[0].clone().unwrap_or_default();
+            let (function, argument) = match job.split_once('_') {
+                Some(("rollup", rollup)) => ("secumon.refresh_rollup", rollup),
+                Some(("compress", table)) => ("secumon._compress_due", table),
+                Some((_, relation)) => ("secumon.apply_retention", relation),
+                None => ("?", ""),
+            };
+            vec![Some(job.clone()), Some(function.to_string()), Some(argument.to_string())]
+        })
+        .collect();
+    assert_eq!(wrappers.len(), 16, "expected the sixteen jobs of the wrappers: {wrappers:?}");
+    assert_eq!(cluster.psql(jobs), expected, "expected each job to call the wrapper's function with its argument");
 
     // Rows the update adds on purpose: the probe series of the catalog and the two probe rules
     // (sql/alerting.sql, sql/updates/0.1.0--0.2.0.post.sql). They are checked, then set aside,
