@@ -119,8 +119,8 @@ BEGIN
     -- Chunks are compressed already: no pglz attempt on top.
     EXECUTE format('ALTER TABLE secumon_partitions.%I ALTER COLUMN data SET STORAGE EXTERNAL', chunk);
     SELECT c[1], c[2] INTO n_rows, n_values
-      FROM secumon._compress_partition(partition, format('secumon_partitions.%I', chunk)::regclass,
-                                       layout.group_column, string_to_array(layout.order_by, ',')) AS c;
+      FROM secumon._compress_partition_into(partition, format('secumon_partitions.%I', chunk)::regclass,
+                                            layout.group_column, string_to_array(layout.order_by, ',')) AS c;
     EXECUTE format('SELECT min(ingested_min), max(ingested_max) FROM secumon_partitions.%I', chunk) INTO imin, imax;
     compressed_bytes := pg_total_relation_size(format('secumon_partitions.%I', chunk));
 

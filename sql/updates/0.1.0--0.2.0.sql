@@ -35,7 +35,8 @@ ALTER TABLE secumon.alert_rules ENABLE TRIGGER alert_rules_validate;
 
 -- Jobs give way to locks; the alert engine retries a failed rule over the same samples.
 ALTER TABLE secumon._jobs ADD COLUMN waiting_since timestamptz;
--- The encoder of a compressed day takes its relations as oids and its sort columns as names.
+-- The encoder of a compressed day takes its relations as oids and its sort columns as names
+-- (secumon._compress_partition_into).
 DROP FUNCTION secumon._compress_partition(text, text, text, text);
 -- A job carries its function's argument: the sixteen one-line wrappers go.
 ALTER TABLE secumon._jobs ADD COLUMN argument text;

@@ -61,6 +61,26 @@ fn timestamp(us: Option<i64>) -> Option<TimestampWithTimeZone> {
     us.and_then(|v| TimestampWithTimeZone::try_from(v).ok())
 }
 
+/// 0.1.0's `secumon._compress_partition(text, text, text, text)`: relation names as text and
+/// the sort columns as one comma-separated list. Not declared by this version's SQL (its update
+/// drops it), but the library keeps the symbol, so that a database still at 0.1.0 compresses
+/// with this library until `ALTER EXTENSION secumon UPDATE`.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn _compress_partition(partition: &str, chunk_table: &str, group_column: &str, order_by: &str) -> Vec<i64> {
+    let oid = |name: &str| {
+        Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::pg_catalog.regclass::pg_catalog.oid", &[name.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| raise(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("no relation {name}"), None))
+    };
+    _compress_partition_into(
+        oid(partition),
+        oid(chunk_table),
+        group_column,
+        order_by.split(',').map(str::to_string).collect(),
+    )
+}
+
 /// The name of relation `oid`, quoted and schema-qualified as SQL text needs it.
 fn relation_name(oid: pg_sys::Oid) -> String {
     Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[oid.into()])
@@ -75,7 +95,12 @@ fn relation_name(oid: pg_sys::Oid) -> String {
 /// non-NULL elements of float8[] columns (the samples of metric_samples), or rows when there is
 /// none.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _compress_partition(partition: pg_sys::Oid, chunk_table: pg_sys::Oid, group_column: &str, order_by: Vec<String>) -> Vec<i64> {
+fn _compress_partition_into(
+    partition: pg_sys::Oid,
+    chunk_table: pg_sys::Oid,
+    group_column: &str,
+    order_by: Vec<String>,
+) -> Vec<i64> {
     let (partition_oid, partition, chunk_table) = (partition, relation_name(partition), relation_name(chunk_table));
     let order_by = order_by.iter().map(|c| pgrx::spi::quote_identifier(c.trim())).collect::<Vec<_>>().join(", ");
     let (columns, groups) = Spi::connect(|client| {
