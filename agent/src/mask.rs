@@ -1,6 +1,11 @@
 //! Hides passwords in libpq connection strings before anything is logged.
 //! Handles both `key=value` strings (quoted or not) and `postgresql://` URIs
 //! (`user:secret@` and `?password=`).
+//!
+//! Why a scanner of its own rather than libpq's `PQconninfoParse`: that returns each option's
+//! decoded value, not where it stands in the string, while the masked string must keep the rest
+//! as the user wrote it (and a malformed string, which `PQconninfoParse` refuses, is exactly
+//! the one an error message may echo).
 
 const MASK: &str = "***";
 

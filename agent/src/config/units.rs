@@ -1,4 +1,9 @@
 //! Durations (`"10s"`, `"1m30s"`) and sizes (`"64MiB"`) as the configuration writes them.
+//!
+//! Why not `humantime` and `bytesize`: the shipped configuration and its tests accept forms
+//! those crates read otherwise or not at all: fractions (`"2.5s"`), a bare number of seconds
+//! (`"10"`), `K`/`M`/`G` as powers of 1024 beside `KB`/`MB`/`GB` as powers of 1000. Switching
+//! would change what existing configuration files mean.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
