@@ -150,6 +150,9 @@ DECLARE
     blockers text;
     acl record;
     metrics_view text := pg_get_viewdef('secumon.metrics'::regclass);
+    -- The views that read the rollup tables: bound to the new ones when the rollups move.
+    rollup_readers regclass[] := ARRAY['secumon._metric_summaries_5min', 'secumon._metric_summaries_1hour',
+                                       'secumon.disk_metrics_1hour'];
     rollup record;
     reader_names text[];
     reader_defs text[];
@@ -188,8 +191,7 @@ BEGIN
        AND NOT (d.classid = 'pg_policy'::regclass
                 AND (SELECT p.polname IN ('secumon_agent_tenant', 'secumon_operator') FROM pg_policy p WHERE p.oid = d.objid))
        AND NOT (d.classid = 'pg_rewrite'::regclass
-                AND (SELECT r.ev_class = ANY (ARRAY['secumon.metrics', 'secumon._metric_summaries_5min', 'secumon._metric_summaries_1hour',
-                                                    'secumon.disk_metrics_1hour']::regclass[])
+                AND (SELECT r.ev_class = 'secumon.metrics'::regclass OR r.ev_class = ANY (rollup_readers)
                        FROM pg_rewrite r WHERE r.oid = d.objid));
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION 'cannot move SecuMon''s tables to TimescaleDB: other objects depend on them'
@@ -265,13 +267,12 @@ BEGIN
     -- aggregate's hypertable, and refreshes never go below the raw rows' retention horizon
     -- (secumon.refresh_rollup), so the buckets older than the raw rows stay as they are.
     IF secumon._timescaledb_license() = 'timescale' THEN
-        -- The views that read the rollup tables, as they are now: bound to the new ones below.
+        -- The rollup readers as they are now, bound to the new tables below.
         SELECT array_agg(c.oid::regclass::text || coalesce(format(' WITH (%s)', array_to_string(c.reloptions, ', ')), '') ORDER BY c.oid),
                array_agg(pg_get_viewdef(c.oid) ORDER BY c.oid)
           INTO reader_names, reader_defs
           FROM pg_class c
-         WHERE c.oid = ANY (ARRAY['secumon._metric_summaries_5min', 'secumon._metric_summaries_1hour',
-                                  'secumon.disk_metrics_1hour']::regclass[]);
+         WHERE c.oid = ANY (rollup_readers);
         FOR rollup IN SELECT * FROM secumon._rollup_definitions() rd WHERE rd.continuous IS NOT NULL ORDER BY rd.ordinal LOOP
             old := rollup.storage_table || '_partitioned';
             EXECUTE format('LOCK TABLE secumon.%I IN ACCESS EXCLUSIVE MODE', rollup.storage_table);

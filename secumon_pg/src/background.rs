@@ -5,7 +5,9 @@
 //! lock instead of queueing behind it. The launcher that starts the workers is in `worker`, the
 //! job scheduler in `scheduler`.
 
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError, SignalWakeFlags,
+};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic, PgTryBuilder};
@@ -416,4 +418,43 @@ fn _worker_lock_waits() -> TableIterator<'static, (name!(worker, String), name!(
         }
     }
     TableIterator::new(rows)
+}
+
+/// Starts a short-lived worker of this library, named `name`, that runs `function` (a
+/// `#[no_mangle]` entry point) in the caller's database with `args` (a few words: the worker's
+/// `bgw_extra` holds 128 bytes), and is never restarted. With `notify_caller`, the caller may
+/// wait for it (`wait_for_startup`, `wait_for_shutdown`). The worker begins with
+/// [`connect_short_lived`].
+pub fn start_short_lived(
+    name: &str,
+    function: &str,
+    args: &str,
+    notify_caller: bool,
+) -> Result<DynamicBackgroundWorker, DynamicBackgroundWorkerLoadError> {
+    // SAFETY: MyDatabaseId and MyProcPid are set for the life of a connected backend.
+    let (database, me) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyProcPid) };
+    let mut builder = BackgroundWorkerBuilder::new(name)
+        .set_type(name)
+        .set_library("secumon")
+        .set_function(function)
+        .enable_spi_access()
+        .set_restart_time(None::<Duration>)
+        .set_extra(&format!("{} {args}", u32::from(database)));
+    if notify_caller {
+        builder = builder.set_notify_pid(me);
+    }
+    builder.load_dynamic()
+}
+
+/// In a worker [`start_short_lived`] started: connects it to the caller's database and returns
+/// the caller's `args`; None (logged) when they cannot be read.
+pub fn connect_short_lived() -> Option<String> {
+    let extra = BackgroundWorker::get_extra().to_string();
+    let (database, args) = extra.split_once(' ').unwrap_or((extra.as_str(), ""));
+    let Ok(database) = database.parse::<u32>() else {
+        log!("{}: bad arguments {extra:?}", BackgroundWorker::get_name());
+        return None;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    Some(args.to_string())
 }

@@ -40,6 +40,16 @@ fn digest(cluster: &Cluster, db: &str, query: &str, except: &[&str]) -> String {
     )
 }
 
+/// Every rollup, finer ones first (the hourly metrics rollup is built from the 5-minute one).
+const ALL_ROLLUPS: [&str; 4] = ["metrics_5min", "metrics_1hour", "disk_metrics_1hour", "network_metrics_1hour"];
+
+/// Refreshes `rollups` of database `db` now, in order (secumon.refresh_rollup).
+fn refresh(cluster: &Cluster, db: &str, rollups: &[&str]) {
+    for rollup in rollups {
+        psql_on(cluster, db, &format!("SELECT secumon.refresh_rollup('{rollup}')"));
+    }
+}
+
 fn history(prefix: &str, day: &str) -> String {
     history_sql(
         prefix,
@@ -111,9 +121,7 @@ fn both_backends_give_the_same_answers_on_the_same_data() {
     // Rolled up, then compressed, on both: still the same answers.
     psql_on(&cluster, "plain", "SELECT secumon._partition_upkeep()");
     for db in [TEST_DATABASE, "plain"] {
-        for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour", "network_metrics_1hour"] {
-            psql_on(&cluster, db, &format!("SELECT secumon.refresh_rollup('{rollup}')"));
-        }
+        refresh(&cluster, db, &ALL_ROLLUPS);
     }
     for q in &queries {
         assert_eq!(answer(TEST_DATABASE, q), answer("plain", q), "expected the same answer from both backends once rolled up: {q}");
@@ -201,9 +209,7 @@ fn hypertables_carry_the_plain_indexes_and_tenants_reach_rows_only_through_the_v
 
     // A reader of tenant acme: its agent only, through every relation (the continuous
     // aggregates' too); nothing underneath.
-    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour"] {
-        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
-    }
+    refresh(&cluster, TEST_DATABASE, &["metrics_5min", "metrics_1hour", "disk_metrics_1hour"]);
     let web = cluster.create_login_role("web_alice", &["secumon_web", "secumon_reader"]);
     let mut alice = cluster.client_for(&web);
     let token: String = alice
@@ -284,9 +290,7 @@ fn the_apache_build_keeps_hypertables_uncompressed_and_health_says_so() {
     // Retention is SecuMon's on this backend: it drops the expired chunk (drop_chunks); below.
     cluster.psql("UPDATE secumon.rollups SET late_margin = '0'");
     cluster.psql("UPDATE secumon.storage_policies SET retention = '2 days' WHERE table_name = 'metric_samples'");
-    for rollup in ["metrics_5min", "metrics_1hour"] {
-        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
-    }
+    refresh(&cluster, TEST_DATABASE, &["metrics_5min", "metrics_1hour"]);
     let result = cluster.psql_one("SELECT secumon.apply_retention('metric_samples')");
     assert!(result.starts_with("metric_samples: 1 partitions"), "{result}");
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.partitions WHERE table_name = 'metric_samples'"), "0");
@@ -325,9 +329,7 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
         cluster.psql(&format!("SELECT secumon._compress_due('{table}')"));
     }
     assert_eq!(cluster.psql_one("SELECT count(*) FROM secumon.compressed_partitions"), "4");
-    for rollup in ["metrics_5min", "metrics_1hour", "disk_metrics_1hour", "network_metrics_1hour"] {
-        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
-    }
+    refresh(&cluster, TEST_DATABASE, &ALL_ROLLUPS);
     assert_ne!(cluster.psql_one("SELECT count(*) FROM secumon.metric_rollup_5min"), "0", "expected materialised buckets to move");
     cluster.psql(
         "CREATE ROLE dashboards; GRANT SELECT ON secumon.disk_metrics TO dashboards WITH GRANT OPTION;
@@ -448,9 +450,7 @@ fn a_plain_installation_moves_onto_timescaledb_keeping_every_row() {
     cluster.psql("UPDATE secumon.storage_policies SET retention = '2 days' WHERE table_name = 'metric_samples'");
     let result = cluster.psql_one("SELECT secumon.apply_retention('metric_samples')");
     assert!(result.starts_with("metric_samples: 1 partitions"), "{result}");
-    for rollup in ["metrics_5min", "metrics_1hour"] {
-        cluster.psql(&format!("SELECT secumon.refresh_rollup('{rollup}')"));
-    }
+    refresh(&cluster, TEST_DATABASE, &["metrics_5min", "metrics_1hour"]);
     assert_eq!(answer(&day_5min), kept, "expected the buckets of the expired day to stay");
 }
 

@@ -3,28 +3,19 @@
 //! short-lived background worker with its own transaction. It waits for the refresh()
 //! transaction's row lock, and so commits just after that transaction has failed.
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::time::Duration;
 
 use super::errors;
+use crate::background;
 
 /// Starts a worker that calls `secumon._revoke_family(family, 'reuse')` in this database.
 /// Returns false (and logs) when no worker slot is free.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _revoke_family_in_background(family: pgrx::Uuid) -> bool {
-    // SAFETY: MyDatabaseId is set once the backend has connected to its database, which it has when
-    // it runs SQL.
-    let database = unsafe { pg_sys::MyDatabaseId };
-    let started = BackgroundWorkerBuilder::new("secumon token revoker")
-        .set_type("secumon token revoker")
-        .set_library("secumon")
-        .set_function("secumon_revoke_family_main")
-        .enable_spi_access()
-        .set_restart_time(None::<Duration>)
-        .set_extra(&format!("{} {family}", u32::from(database)))
-        .load_dynamic();
+    let started =
+        background::start_short_lived("secumon token revoker", "secumon_revoke_family_main", &family.to_string(), false);
     if let Err(e) = &started {
         errors::server_log(format!(
             "secumon: could not start a worker to revoke refresh-token family {family} ({e:?}); \
@@ -37,15 +28,9 @@ fn _revoke_family_in_background(family: pgrx::Uuid) -> bool {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn secumon_revoke_family_main(_arg: pg_sys::Datum) {
-    let extra = BackgroundWorker::get_extra().to_string();
-    let mut parts = extra.split(' ');
-    let database = parts.next().and_then(|d| d.parse::<u32>().ok());
-    let family = parts.next().map(str::to_string);
-    let (Some(database), Some(family)) = (database, family) else {
-        log!("secumon token revoker: bad arguments {extra:?}");
+    let Some(family) = background::connect_short_lived() else {
         return;
     };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
     BackgroundWorker::transaction(|| {
         Spi::run_with_args(
             "SELECT secumon._revoke_family($1::uuid, 'reuse')",

@@ -6,13 +6,13 @@
 //! for it and reports how it ended (through `secumon._refresh_outcomes`).
 
 use std::ffi::CString;
-use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgTryBuilder;
 
+use crate::background;
 use crate::errors::raise;
 
 const REFRESHER: &str = "secumon rollup refresher";
@@ -30,19 +30,10 @@ fn _refresh_continuous_aggregate(
     window_start: Option<TimestampWithTimeZone>,
     window_end: TimestampWithTimeZone,
 ) -> Option<String> {
-    // SAFETY: MyDatabaseId and MyProcPid are set for the life of a connected backend.
-    let (database, me) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyProcPid) };
     let start = window_start.map_or("-".to_string(), |t| pg_sys::TimestampTz::from(t).to_string());
     let end = pg_sys::TimestampTz::from(window_end);
-    let worker = BackgroundWorkerBuilder::new(REFRESHER)
-        .set_type(REFRESHER)
-        .set_library("secumon")
-        .set_function("secumon_refresh_continuous_main")
-        .enable_spi_access()
-        .set_restart_time(None::<Duration>)
-        .set_notify_pid(me)
-        .set_extra(&format!("{} {} {start} {end}", u32::from(database), u32::from(cagg)))
-        .load_dynamic()
+    let args = format!("{} {start} {end}", u32::from(cagg));
+    let worker = background::start_short_lived(REFRESHER, "secumon_refresh_continuous_main", &args, true)
         .unwrap_or_else(|e| {
             raise(
                 PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
@@ -67,15 +58,16 @@ fn _refresh_continuous_aggregate(
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn secumon_refresh_continuous_main(_arg: pg_sys::Datum) {
-    let extra = BackgroundWorker::get_extra().to_string();
-    let parts: Vec<&str> = extra.split(' ').collect();
-    let number = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
-    let (Some(database), Some(cagg), Some(end)) = (number(0), number(1), number(3)) else {
-        log!("{REFRESHER}: bad arguments {extra:?}");
+    let Some(args) = background::connect_short_lived() else {
         return;
     };
-    let start = number(2).and_then(|t| TimestampWithTimeZone::try_from(t).ok());
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database as u32)), None);
+    let parts: Vec<&str> = args.split(' ').collect();
+    let number = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
+    let (Some(cagg), Some(end)) = (number(0), number(2)) else {
+        log!("{REFRESHER}: bad arguments {args:?}");
+        return;
+    };
+    let start = number(1).and_then(|t| TimestampWithTimeZone::try_from(t).ok());
     let statement = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<String>(
             "SELECT format('CALL %I.refresh_continuous_aggregate(%L::regclass, %L::timestamptz, %L::timestamptz)',
