@@ -85,25 +85,13 @@ SELECT pg_catalog.jsonb_build_object(
            'summary', secumon._alert_summary(al, rule_name, condition, event))
 $$;
 
--- Evaluates the threshold rules `rule_ids` over the samples ingested after `since`.
--- Returns the number of transitions that produced events.
-CREATE FUNCTION secumon._evaluate_threshold_rules(rule_ids uuid[], since timestamptz) RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET max_parallel_workers_per_gather = 0
-SET jit = off
-AS $$
-DECLARE
-    counter_lookback constant interval := interval '10 minutes';
-    has_counters boolean;
-    metric_hot text;
-    disk_hot text;
-    hot_ids text;
-    transitions_sql text;
-    events integer;
-    new_pairs bigint;
-    lock_wait text;
-    stats_target text;
+-- The threshold engine's steps, each over the temporary tables of the one before (dropped at
+-- commit), run in order by secumon._evaluate_threshold_rules below.
+
+-- Fills _secumon_rules with the threshold rules among `rule_ids`. Returns whether any of them
+-- watches a counter, or NULL when there is none.
+CREATE FUNCTION secumon._alert_rules_in_scope(rule_ids uuid[]) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Rules in scope, one row each, with the series they watch.
     CREATE TEMP TABLE IF NOT EXISTS _secumon_rules ON COMMIT DROP AS
@@ -117,14 +105,23 @@ BEGIN
       LEFT JOIN secumon.metric_catalog c ON c.metric_type = r.metric_type AND c.metric_name = r.metric_name
      WHERE r.kind = 'threshold';
     IF NOT FOUND THEN
-        RETURN 0;
+        RETURN NULL;
     END IF;
     ANALYZE _secumon_rules (id, series, tenant_id, agent_id, series_key, counter, labelled);
-    SELECT bool_or(counter) INTO has_counters FROM _secumon_rules;
+    RETURN coalesce((SELECT bool_or(counter) FROM _secumon_rules), false);
+END
+$$;
 
-    -- 1. Agents worth a look. A sample can only start or continue a breach if it passes the
-    --    loosest threshold of some rule on its series; that test is compiled into one predicate
-    --    per source, so a cycle with nothing in breach reads the new rows once and keeps none.
+-- Fills _secumon_hot_agents; returns whether there is any.
+CREATE FUNCTION secumon._alert_hot_agents(since timestamptz, has_counters boolean) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    metric_hot text;
+    disk_hot text;
+BEGIN
+    -- Agents worth a look. A sample can only start or continue a breach if it passes the
+    -- loosest threshold of some rule on its series; that test is compiled into one predicate
+    -- per source, so a cycle with nothing in breach reads the new rows once and keeps none.
     WITH bounds AS (
         SELECT r.series,
                min(r.threshold) FILTER (WHERE r.condition IN ('gt', 'gte')) AS low,
@@ -173,13 +170,23 @@ BEGIN
         $h$, metric_hot, disk_hot)
         USING since, has_counters;
     IF NOT EXISTS (SELECT 1 FROM _secumon_hot_agents) THEN
-        RETURN 0;
+        RETURN false;
     END IF;
     ANALYZE _secumon_hot_agents;
+    RETURN true;
+END
+$$;
 
-    -- 2. The new samples of those agents, one row per series value. disk_metrics and
-    --    network_metrics rows carry agent_id: they are filtered by it before the join that maps
-    --    the few rows left to agent_key (not one agents lookup per new row).
+-- Fills _secumon_batch with the new samples of the hot agents.
+CREATE FUNCTION secumon._alert_new_samples(since timestamptz, has_counters boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    counter_lookback constant interval := interval '10 minutes';
+    hot_ids text;
+BEGIN
+    -- The new samples of those agents, one row per series value. disk_metrics and
+    -- network_metrics rows carry agent_id: they are filtered by it before the join that maps
+    -- the few rows left to agent_key (not one agents lookup per new row).
     hot_ids := 'SELECT ha.agent_id FROM _secumon_hot_agents h JOIN secumon.agents ha ON ha.agent_key = h.agent_key';
     CREATE TEMP TABLE IF NOT EXISTS _secumon_batch
         (agent_key integer, series text, series_key text, time timestamptz, value float8) ON COMMIT DROP;
@@ -195,8 +202,14 @@ BEGIN
                       ELSE 'false' END))
         USING since, (SELECT array_agg(DISTINCT series) FROM _secumon_rules), counter_lookback;
     ANALYZE _secumon_batch;
+END
+$$;
 
-    -- 3. Per (agent, series): range and ends of the new values.
+-- Fills _secumon_groups and, from them, _secumon_pairs: what the transitions decide on.
+CREATE FUNCTION secumon._alert_pairs() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Per (agent, series): range and ends of the new values.
     CREATE TEMP TABLE IF NOT EXISTS _secumon_groups ON COMMIT DROP AS
         SELECT agent_key, series, series_key, 0::float8 AS vmin, 0::float8 AS vmax, now() AS first_time,
                now() AS last_time, 0::float8 AS last_value FROM _secumon_batch WITH NO DATA;
@@ -207,8 +220,8 @@ BEGIN
       FROM _secumon_batch GROUP BY 1, 2, 3;
     ANALYZE _secumon_groups;
 
-    -- 4. Rule x group pairs. Most are decided by the range alone: every new value breaches
-    --    ("all"), none does ("none"); only "mixed" pairs are looked at sample by sample.
+    -- Rule x group pairs. Most are decided by the range alone: every new value breaches
+    -- ("all"), none does ("none"); only "mixed" pairs are looked at sample by sample.
     CREATE TEMP TABLE IF NOT EXISTS _secumon_pairs (
         rule_id uuid, agent_key integer, agent_id text, tenant_id text, series text, series_key text,
         severity text, threshold float8, duration interval, first_time timestamptz, last_time timestamptz,
@@ -281,12 +294,22 @@ BEGIN
            recovered_at = s.recovered_at
       FROM summary s
      WHERE p.rule_id = s.rule_id AND p.agent_key = s.agent_key AND p.series_key = s.series_key;
+END
+$$;
 
-    -- 5. Transitions, and their events written from the rows the transitions return.
-    --    No active alert exists for the pairs opened here (the pairs were joined with them), so
-    --    the insert runs without ON CONFLICT: a speculative insertion costs about a third more
-    --    per row, which is most of a cycle that opens many alerts. Should an active alert appear
-    --    meanwhile all the same (inserted by hand), the statement runs again, skipping it.
+-- Opens, changes and resolves the alerts of _secumon_pairs and writes their events. Returns
+-- the number of events.
+CREATE FUNCTION secumon._alert_transitions() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    transitions_sql text;
+    events integer;
+BEGIN
+    -- Transitions, and their events written from the rows the transitions return.
+    -- No active alert exists for the pairs opened here (the pairs were joined with them), so
+    -- the insert runs without ON CONFLICT: a speculative insertion costs about a third more
+    -- per row, which is most of a cycle that opens many alerts. Should an active alert appear
+    -- meanwhile all the same (inserted by hand), the statement runs again, skipping it.
     transitions_sql := $t$
     WITH decided AS (
         SELECT p.*,
@@ -354,13 +377,23 @@ BEGIN
                        $c$ON CONFLICT (rule_id, agent_id, series_key) WHERE state IN ('pending', 'firing') DO NOTHING$c$);
         GET DIAGNOSTICS events = ROW_COUNT;
     END;
+    RETURN events;
+END
+$$;
 
-    -- 6. After a cycle that opened many alerts, statistics of secumon.alerts that still describe
-    --    the table before it would make the next cycle's join with the active alerts quadratic
-    --    (taken for a handful of rows, the planner scans them all once per pair): refresh them
-    --    now rather than when autovacuum gets to it. Skipped while autovacuum holds the table.
-    --    A sample of 3,000 rows (statistics target 10) gives the sizes the plans need at a tenth
-    --    of the cost; autovacuum's next pass restores the usual precision.
+CREATE FUNCTION secumon._alert_refresh_statistics() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_pairs bigint;
+    lock_wait text;
+    stats_target text;
+BEGIN
+    -- After a cycle that opened many alerts, statistics of secumon.alerts that still describe
+    -- the table before it would make the next cycle's join with the active alerts quadratic
+    -- (taken for a handful of rows, the planner scans them all once per pair): refresh them
+    -- now rather than when autovacuum gets to it. Skipped while autovacuum holds the table.
+    -- A sample of 3,000 rows (statistics target 10) gives the sizes the plans need at a tenth
+    -- of the cost; autovacuum's next pass restores the usual precision.
     SELECT count(*) INTO new_pairs FROM _secumon_pairs WHERE alert_id IS NULL;
     IF new_pairs >= 1000 AND new_pairs > (SELECT c.reltuples FROM pg_catalog.pg_class c
                                            WHERE c.oid = 'secumon.alerts'::regclass) / 5 THEN
@@ -374,6 +407,28 @@ BEGIN
         END;
         PERFORM set_config('lock_timeout', lock_wait, true), set_config('default_statistics_target', stats_target, true);
     END IF;
+END
+$$;
+
+-- Evaluates the threshold rules `rule_ids` over the samples ingested after `since`.
+-- Returns the number of transitions that produced events.
+CREATE FUNCTION secumon._evaluate_threshold_rules(rule_ids uuid[], since timestamptz) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET max_parallel_workers_per_gather = 0
+SET jit = off
+AS $$
+DECLARE
+    has_counters boolean := secumon._alert_rules_in_scope(rule_ids);
+    events integer;
+BEGIN
+    IF has_counters IS NULL OR NOT secumon._alert_hot_agents(since, has_counters) THEN
+        RETURN 0;
+    END IF;
+    PERFORM secumon._alert_new_samples(since, has_counters);
+    PERFORM secumon._alert_pairs();
+    events := secumon._alert_transitions();
+    PERFORM secumon._alert_refresh_statistics();
     RETURN events;
 END
 $$;

@@ -14,15 +14,12 @@ INSERT INTO secumon._jobs (job_name, worker, function_name, argument, descriptio
     ('rollup_disk_metrics_1hour', 'maintenance', 'secumon.refresh_rollup', 'disk_metrics_1hour',
      'Materialises hourly disk usage rollups', '1 hour'),
     ('rollup_network_metrics_1hour', 'maintenance', 'secumon.refresh_rollup', 'network_metrics_1hour',
-     'Materialises hourly network totals from counter deltas', '1 hour'),
-    ('compress_metric_samples', 'maintenance', 'secumon._compress_due', 'metric_samples',
-     'Compresses the oldest day of metric_samples older than compress_after', '15 minutes'),
-    ('compress_disk_metrics', 'maintenance', 'secumon._compress_due', 'disk_metrics',
-     'Compresses the oldest day of disk_metrics older than compress_after', '15 minutes'),
-    ('compress_network_metrics', 'maintenance', 'secumon._compress_due', 'network_metrics',
-     'Compresses the oldest day of network_metrics older than compress_after', '15 minutes'),
-    ('compress_process_metrics', 'maintenance', 'secumon._compress_due', 'process_metrics',
-     'Compresses the oldest day of process_metrics older than compress_after', '15 minutes');
+     'Materialises hourly network totals from counter deltas', '1 hour');
+
+INSERT INTO secumon._jobs (job_name, worker, function_name, argument, description, schedule_interval)
+SELECT 'compress_' || t, 'maintenance', 'secumon._compress_due', t,
+       format('Compresses the oldest day of %s older than compress_after', t), '15 minutes'
+  FROM unnest(ARRAY['metric_samples', 'disk_metrics', 'network_metrics', 'process_metrics']) AS t;
 
 INSERT INTO secumon._jobs (job_name, worker, function_name, argument, description, schedule_interval, schedule_origin, next_run)
 SELECT 'retention_' || t, 'maintenance', 'secumon.apply_retention', t,

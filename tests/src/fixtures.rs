@@ -362,6 +362,18 @@ pub fn ingest_series(client: &mut Client, agent: &str, time: &str, series: &[(&s
     });
 }
 
+/// Registers `agent` and stores one report of it breaching [`EDITED_RULE`] now: after a dump and
+/// restore or an update, the preserved edit must fire for a new agent. Returns the query that
+/// finds the alert once it fires.
+pub fn breach_edited_rule(client: &mut Client, agent: &str) -> String {
+    register_agent(client, agent).unwrap_or_else(|e| panic!("expected to register {agent}: {e}"));
+    ingest_series(client, agent, "now()", &[("memory.usage_percent", BREACH_VALUE)]);
+    format!(
+        "SELECT a.id FROM secumon.alerts a JOIN secumon.alert_rules r ON r.id = a.rule_id
+          WHERE a.agent_id = '{agent}' AND a.state = 'firing' AND r.name = '{EDITED_RULE}'"
+    )
+}
+
 /// Runs job `name` with `secumon.run_job` in this session; panics unless it succeeded. A run
 /// that lost a lock race with the workers running the same job (lock timeout, deadlock) is
 /// retried, as the workers would.

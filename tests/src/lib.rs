@@ -41,7 +41,7 @@ pub use cluster::{
 pub use fixtures::{
     DEFAULT_PARTITION_ROWS,
     history_sql,
-    all_table_rows, differing_tables, fingerprint, fingerprint_diff, fingerprint_of_columns,
+    all_table_rows, breach_edited_rule, differing_tables, fingerprint, fingerprint_diff, fingerprint_of_columns,
     ingest_series, populate, psql_on, psql_one_on, rows_diff, run_job, sql_rows, table_columns,
     table_rows, unified_diff, Columns, Fingerprint, Fixture, BREACH_VALUE, COMPRESSED_DAYS_AGO,
     CUSTOM_RULE, DELETED_RULE, EDITED_RULE, EDITED_THRESHOLD, USERNAME, WEBHOOK_CHANNEL,

@@ -247,18 +247,7 @@ fn restored_database_equals_the_source_and_the_workers_serve_it() {
     run_job_now_and_wait(&target, restored_db, "partition_upkeep", &since);
 
     let mut client = target.client_on(restored_db);
-    register_agent(&mut client, "fx-after-restore")
-        .expect("expected to register a new agent in the restored database");
-    ingest_series(
-        &mut client,
-        "fx-after-restore",
-        "now()",
-        &[("memory.usage_percent", BREACH_VALUE)],
-    );
-    let firing = format!(
-        "SELECT a.id FROM secumon.alerts a JOIN secumon.alert_rules r ON r.id = a.rule_id
-          WHERE a.agent_id = 'fx-after-restore' AND a.state = 'firing' AND r.name = '{EDITED_RULE}'"
-    );
+    let firing = breach_edited_rule(&mut client, "fx-after-restore");
     let fired = wait_until(WAIT, || !psql_on(&target, restored_db, &firing).is_empty());
     assert!(
         fired,

@@ -632,18 +632,7 @@ fn workers_keep_serving_through_a_live_update() {
         cluster.wait_for_job_success(job, WAIT);
     }
     let mut client = cluster.client();
-    register_agent(&mut client, "fx-after-update")
-        .expect("expected to register an agent after the update");
-    ingest_series(
-        &mut client,
-        "fx-after-update",
-        "now()",
-        &[("memory.usage_percent", BREACH_VALUE)],
-    );
-    let firing = format!(
-        "SELECT a.id FROM secumon.alerts a JOIN secumon.alert_rules r ON r.id = a.rule_id
-          WHERE a.agent_id = 'fx-after-update' AND a.state = 'firing' AND r.name = '{EDITED_RULE}'"
-    );
+    let firing = breach_edited_rule(&mut client, "fx-after-update");
     assert!(
         wait_until(WAIT, || !cluster.psql(&firing).is_empty()),
         "expected a breach after the update to fire \"{EDITED_RULE}\"; alerts: {:?}; engine: {}",

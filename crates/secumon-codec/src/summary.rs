@@ -164,14 +164,7 @@ impl Summary {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Summary> {
-        let mut r = Reader::new(bytes);
-        if r.u8()? != VERSION {
-            return Err(DecodeError::new("unknown summary version"));
-        }
-        // Each series takes at least 10 bytes, so the input bounds n: a summary may hold as many
-        // series as an agent reported in its bucket (a fixed cap would make one tenant's wide
-        // bucket an error for the rollup job of every tenant).
-        let n = r.len(bytes.len() / 10)?;
+        let (mut r, n) = open(bytes)?;
         let mut series = Vec::with_capacity(n.min(4096));
         let mut id = 0i64;
         for k in 0..n {
@@ -193,52 +186,54 @@ impl Summary {
     /// (count, sum, min, max) of one series, reading only the head of its sketch: what a
     /// history needs, at a fraction of the cost of decoding the bins.
     pub fn find_stats_in_bytes(bytes: &[u8], want: i64) -> Result<Option<(u64, f64, f64, f64)>> {
-        let mut r = Reader::new(bytes);
-        if r.u8()? != VERSION {
-            return Err(DecodeError::new("unknown summary version"));
+        let Some((sum, sketch)) = find(bytes, want)? else {
+            return Ok(None);
+        };
+        let mut h = Reader::new(sketch);
+        let count = h.varint()?;
+        if count == 0 {
+            return Ok(None);
         }
-        let n = r.len(bytes.len() / 10)?;
-        let mut id = 0i64;
-        for _ in 0..n {
-            id = id.wrapping_add(r.varint()? as i64);
-            let sum = r.f64()?;
-            let sk = r.bytes()?;
-            if id == want {
-                let mut h = Reader::new(sk);
-                let count = h.varint()?;
-                if count == 0 {
-                    return Ok(None);
-                }
-                return Ok(Some((count, sum, h.f64()?, h.f64()?)));
-            }
-            if id > want {
-                break;
-            }
-        }
-        Ok(None)
+        Ok(Some((count, sum, h.f64()?, h.f64()?)))
     }
 
     /// Statistics of one series without decoding the others' sketches.
     pub fn find_in_bytes(bytes: &[u8], want: i64) -> Result<Option<SeriesStats>> {
-        let mut r = Reader::new(bytes);
-        if r.u8()? != VERSION {
-            return Err(DecodeError::new("unknown summary version"));
-        }
-        let n = r.len(bytes.len() / 10)?;
-        let mut id = 0i64;
-        for _ in 0..n {
-            id = id.wrapping_add(r.varint()? as i64);
-            let sum = r.f64()?;
-            let sk = r.bytes()?;
-            if id == want {
-                return Ok(Some(SeriesStats { sum: ExactSum::of(sum), sketch: Sketch::from_bytes(sk)? }));
-            }
-            if id > want {
-                break;
-            }
-        }
-        Ok(None)
+        find(bytes, want)?
+            .map(|(sum, sketch)| Ok(SeriesStats { sum: ExactSum::of(sum), sketch: Sketch::from_bytes(sketch)? }))
+            .transpose()
     }
+}
+
+/// A reader past the version byte of an encoded summary, and its number of series. Each series
+/// takes at least 10 bytes, so the input bounds that number: a summary may hold as many series
+/// as an agent reported in its bucket (a fixed cap would make one tenant's wide bucket an error
+/// for the rollup job of every tenant).
+fn open(bytes: &[u8]) -> Result<(Reader<'_>, usize)> {
+    let mut r = Reader::new(bytes);
+    if r.u8()? != VERSION {
+        return Err(DecodeError::new("unknown summary version"));
+    }
+    let n = r.len(bytes.len() / 10)?;
+    Ok((r, n))
+}
+
+/// The sum and the encoded sketch of series `want`, skipping the series before it (ids ascend).
+fn find(bytes: &[u8], want: i64) -> Result<Option<(f64, &[u8])>> {
+    let (mut r, n) = open(bytes)?;
+    let mut id = 0i64;
+    for _ in 0..n {
+        id = id.wrapping_add(r.varint()? as i64);
+        let sum = r.f64()?;
+        let sketch = r.bytes()?;
+        if id == want {
+            return Ok(Some((sum, sketch)));
+        }
+        if id > want {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
