@@ -11,8 +11,8 @@
 //! prints only lines that do not parse), `custom.exec.duration_seconds`,
 //! `custom.exec.samples` and `custom.exec.invalid_lines`.
 
-use super::{health_sample, influx, prom, ExecFormat, ExecInput, Parsed, Sample};
-use crate::{log_debug, log_warn};
+use super::{influx, prom, with_health, ExecFormat, ExecInput, Parsed, Sample};
+use crate::log_warn;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -112,24 +112,7 @@ pub fn run(input: &ExecInput) -> Vec<Sample> {
             }
         }
     }
-    log_debug!(
-        "exec {name}: {} sample(s) in {:.3}s",
-        parsed.samples.len(),
-        elapsed.as_secs_f64()
-    );
-    let mut samples = std::mem::take(&mut parsed.samples);
-    let count = samples.len() as f64;
-    samples.extend(
-        [
-            ("exec.up", if up { 1.0 } else { 0.0 }),
-            ("exec.duration_seconds", elapsed.as_secs_f64()),
-            ("exec.samples", count),
-            ("exec.invalid_lines", parsed.invalid as f64),
-        ]
-        .into_iter()
-        .filter_map(|(series, value)| health_sample(series, &input.common, value)),
-    );
-    samples
+    with_health("exec", &input.common, parsed, up, elapsed)
 }
 
 fn execute(input: &ExecInput) -> RunOutput {

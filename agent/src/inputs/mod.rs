@@ -170,6 +170,32 @@ pub fn health_sample(series: &str, common: &InputCommon, value: f64) -> Option<S
     }
 }
 
+/// The samples of one run of a scrape or a command (`kind` "scrape" or "exec"), then the run's
+/// health series: `<kind>.up`, `<kind>.duration_seconds`, `<kind>.samples` and
+/// `<kind>.invalid_lines`.
+pub fn with_health(kind: &str, common: &InputCommon, parsed: Parsed, up: bool, elapsed: Duration) -> Vec<Sample> {
+    let mut samples = parsed.samples;
+    crate::log_debug!(
+        "{kind} {}: {} sample(s) in {:.3}s",
+        common.name,
+        samples.len(),
+        elapsed.as_secs_f64()
+    );
+    let count = samples.len() as f64;
+    let health = [
+        ("up", if up { 1.0 } else { 0.0 }),
+        ("duration_seconds", elapsed.as_secs_f64()),
+        ("samples", count),
+        ("invalid_lines", parsed.invalid as f64),
+    ];
+    samples.extend(
+        health
+            .into_iter()
+            .filter_map(|(series, value)| health_sample(&format!("{kind}.{series}"), common, value)),
+    );
+    samples
+}
+
 /// Why a name, a label or a value cannot become a series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvalidSeries(pub String);

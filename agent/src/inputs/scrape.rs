@@ -8,8 +8,8 @@
 //! and `custom.scrape.invalid_lines`.
 
 use super::http::{self, Request};
-use super::{health_sample, prom, Parsed, Sample, ScrapeInput};
-use crate::{log_debug, log_warn};
+use super::{prom, with_health, Parsed, Sample, ScrapeInput};
+use crate::log_warn;
 use std::time::Instant;
 
 /// What exporters are asked for: the text format, version 0.0.4.
@@ -62,24 +62,7 @@ pub fn run(input: &ScrapeInput) -> Vec<Sample> {
             parsed.invalid == 0 || !parsed.samples.is_empty()
         }
     };
-    log_debug!(
-        "scrape {name}: {} sample(s) in {:.3}s",
-        parsed.samples.len(),
-        elapsed.as_secs_f64()
-    );
-    let mut samples = std::mem::take(&mut parsed.samples);
-    let count = samples.len() as f64;
-    samples.extend(
-        [
-            ("scrape.up", if up { 1.0 } else { 0.0 }),
-            ("scrape.duration_seconds", elapsed.as_secs_f64()),
-            ("scrape.samples", count),
-            ("scrape.invalid_lines", parsed.invalid as f64),
-        ]
-        .into_iter()
-        .filter_map(|(series, value)| health_sample(series, &input.common, value)),
-    );
-    samples
+    with_health("scrape", &input.common, parsed, up, elapsed)
 }
 
 #[cfg(test)]
