@@ -141,7 +141,7 @@ fn call_at_top_level(statement: &str) -> Result<(), String> {
         }
         Ok(())
     })
-    .catch_others(|error| Err(crate::background::error_message(error)))
+    .catch_others(|error| Err(background::error_message(error)))
     .execute();
     // SAFETY: ends the transaction the procedure left open (it may have committed and begun
     // others), or aborts it after an error, as postgres.c does.
